@@ -1,0 +1,1 @@
+"""gRPC surface: proto <-> domain translation and error mapping only."""

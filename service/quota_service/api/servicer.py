@@ -1,0 +1,277 @@
+"""quota.v1.QuotaService: proto messages in, domain calls, proto messages out. Nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc import aio
+from quota.v1 import quota_pb2 as pb
+from quota.v1 import quota_pb2_grpc as pb_grpc
+
+from quota_service import auth
+from quota_service.admin import Admin
+from quota_service.api.interceptors import status_for
+from quota_service.domain import model
+from quota_service.domain import validation as v
+from quota_service.errors import FailedPrecondition, InvalidArgument, QuotaError
+from quota_service.hotpath import HotPath, ReserveRequest
+from quota_service.subscriptions import SubscriptionInfo, Subscriptions
+
+log = logging.getLogger(__name__)
+MAX_BATCH_ITEMS = 1000
+MAX_STREAM_IN_FLIGHT = 256  # requests of one stream decided at once; the stream waits beyond that
+_MODES: dict[int, str] = {pb.BATCH_MODE_UNSPECIFIED: "reserve", pb.RESERVE: "reserve", pb.CONSUME: "consume", pb.CHECK: "check"}
+
+_STATUS_TO_PB = {"active": pb.ACTIVE, "suspended": pb.SUSPENDED, "expired": pb.EXPIRED}
+_STATUS_FROM_PB = {pb.ACTIVE: "active", pb.SUSPENDED: "suspended", pb.EXPIRED: "expired"}
+_ACTION_TO_PB = {"NONE": pb.EXHAUSTED_ACTION_UNSPECIFIED, "HANDOFF_TO_AGENT": pb.HANDOFF_TO_AGENT,
+                 "DISABLE_WIDGET": pb.DISABLE_WIDGET}
+
+
+def decision_pb(d: model.Decision) -> pb.Decision:
+    return pb.Decision(
+        status=pb.GRANTED if d.granted else pb.DENIED,
+        reason=pb.DenyReason.Value(d.reason) if d.reason else pb.DENY_REASON_UNSPECIFIED,
+        action=_ACTION_TO_PB[d.action],
+        reservation_id=d.reservation_id,
+        amount=d.amount,
+        remaining=d.remaining,
+        remaining_pct=d.remaining_pct,
+        dedup_hit=d.dedup_hit,
+        overage_minor=d.overage_minor,
+        overage_currency=d.overage_currency,
+        alerts=[pb.Alert(meter=a.meter, threshold_pct_left=a.threshold_pct_left) for a in d.alerts],
+        parts=[pb.GrantPart(grant_id=p.grant_id, bucket=p.bucket, amount=p.amount) for p in d.parts],
+        replayed=d.replayed,
+        expires_at_ms=d.expires_at_ms,
+    )
+
+
+def grant_pb(g: model.GrantState) -> pb.GrantBalance:
+    return pb.GrantBalance(grant_id=g.grant_id, bucket=g.bucket, source=g.source, priority=g.priority,
+                           granted=g.granted, used=g.used, held=g.held, remaining=g.remaining,
+                           overdraft_limit=g.overdraft_limit, starts_at_ms=g.starts_at_ms,
+                           expires_at_ms=g.expires_at_ms, label=g.label)
+
+
+def account_pb(a: model.AccountInfo) -> pb.Account:
+    return pb.Account(
+        account_id=a.account_id, org_id=a.org_id, time_zone=a.time_zone, status=_STATUS_TO_PB[a.status],
+        policies=[pb.MeterPolicy(meter=p.meter, overage_price_minor=p.overage_price_minor,
+                                 overage_currency=p.overage_currency,
+                                 exhausted_action=_ACTION_TO_PB[p.exhausted_action],
+                                 alert_pct_left=list(p.alert_pct_left)) for p in a.policies],
+        replayed=a.replayed)
+
+
+def subscription_pb(s: SubscriptionInfo) -> pb.Subscription:
+    return pb.Subscription(
+        account_id=s.account_id, product=s.product, plan=s.plan, interval=s.interval,
+        catalogue_version=s.catalogue_version, catalogue_hash=s.catalogue_hash, packs=dict(s.packs),
+        anchor_at_ms=s.anchor_at_ms, cycle=s.cycle, cycle_start_ms=s.cycle_start_ms, cycle_end_ms=s.cycle_end_ms,
+        status=s.status, withheld=list(s.withheld), replayed=s.replayed)
+
+
+def _action_from_pb(value: int, field: str) -> str:
+    for name, code in _ACTION_TO_PB.items():
+        if code == value:
+            return name
+    raise InvalidArgument(field, "is not a known action")
+
+
+class QuotaServicer(pb_grpc.QuotaServiceServicer):
+    def __init__(self, hot: HotPath, admin: Admin, keys: auth.KeyStore | None = None,
+                 subscriptions: Subscriptions | None = None) -> None:
+        self.hot = hot
+        self.admin = admin
+        self.keys = keys  # None: authentication is off
+        self.subscriptions = subscriptions
+
+    def _subs(self) -> Subscriptions:
+        if self.subscriptions is None:
+            raise FailedPrecondition("subscriptions are not available in this server")
+        return self.subscriptions
+
+    async def _scope(self, account_id: str, org_id: str = "") -> None:
+        """The account named in the request must be within the caller's key's scope."""
+        if self.keys is not None:
+            await self.keys.check_account(auth.current.get(), account_id, org_id=org_id)
+
+    async def _reserve(self, req: pb.ReserveRequest, mode: str) -> pb.Decision:
+        await self._scope(req.account_id)
+        d = await self.hot.reserve(req.account_id, req.meter, req.amount, req.idempotency_key, mode=mode,
+                                   ttl_ms=req.ttl_ms, dedup_key=req.dedup_key,
+                                   dedup_window_s=req.dedup_window_s, attributes=dict(req.attributes),
+                                   feature=req.feature)
+        return decision_pb(d)
+
+    async def Reserve(self, request: pb.ReserveRequest, context: aio.ServicerContext) -> pb.Decision:
+        return await self._reserve(request, "reserve")
+
+    async def Consume(self, request: pb.ReserveRequest, context: aio.ServicerContext) -> pb.Decision:
+        return await self._reserve(request, "consume")
+
+    async def Check(self, request: pb.ReserveRequest, context: aio.ServicerContext) -> pb.Decision:
+        return await self._reserve(request, "check")
+
+    async def Commit(self, request: pb.CommitRequest, context: aio.ServicerContext) -> pb.Decision:
+        await self._scope(request.account_id)
+        d = await self.hot.commit(request.account_id, request.reservation_id, request.actual_amount,
+                                  request.idempotency_key)
+        return decision_pb(d)
+
+    async def Release(self, request: pb.ReleaseRequest, context: aio.ServicerContext) -> pb.Decision:
+        await self._scope(request.account_id)
+        d = await self.hot.release(request.account_id, request.reservation_id, request.idempotency_key)
+        return decision_pb(d)
+
+    async def GetBalance(self, request: pb.GetBalanceRequest, context: aio.ServicerContext) -> pb.Balance:
+        await self._scope(request.account_id)
+        b = await self.hot.balance(request.account_id, request.meter)
+        return pb.Balance(
+            account_id=b.account_id, status=_STATUS_TO_PB.get(b.status, pb.ACCOUNT_STATUS_UNSPECIFIED),
+            meters=[pb.MeterBalance(bucket=m.bucket, granted=m.granted, used=m.used, held=m.held,
+                                    remaining=m.remaining, remaining_pct=m.remaining_pct) for m in b.meters],
+            grants=[grant_pb(g) for g in b.grants], as_of_ms=b.as_of_ms)
+
+    async def TopUp(self, request: pb.TopUpRequest, context: aio.ServicerContext) -> pb.TopUpResponse:
+        await self._scope(request.account_id)
+        g = request.grant
+        if not request.HasField("grant"):
+            raise InvalidArgument("grant", "is required")
+        if bool(g.meter) == bool(g.currency):
+            raise InvalidArgument("grant", "set exactly one of meter (units) or currency (money)")
+        if g.meter:
+            bucket = v.ident("grant.meter", g.meter)
+        else:
+            bucket = model.wallet_bucket(v.currency("grant.currency", g.currency))
+        spec = model.GrantSpec(bucket=bucket, amount=g.amount, source=g.source or "topup",
+                               priority=g.priority if g.priority else 100, overdraft_limit=g.overdraft_limit,
+                               starts_at_ms=g.starts_at_ms, expires_at_ms=g.expires_at_ms, label=g.label,
+                               grant_id=g.grant_id)
+        state, replayed = await self.admin.top_up(request.account_id, spec, request.idempotency_key)
+        return pb.TopUpResponse(grant=grant_pb(state), replayed=replayed)
+
+    async def CreateAccount(self, request: pb.CreateAccountRequest, context: aio.ServicerContext) -> pb.Account:
+        await self._scope(request.account_id, org_id=request.org_id)
+        policies = [
+            model.MeterPolicy(meter=p.meter, overage_price_minor=p.overage_price_minor,
+                              overage_currency=p.overage_currency,
+                              exhausted_action=_action_from_pb(p.exhausted_action, f"policies[{i}].exhausted_action"),
+                              alert_pct_left=tuple(p.alert_pct_left))
+            for i, p in enumerate(request.policies)
+        ]
+        info = await self.admin.create_account(request.account_id, request.idempotency_key,
+                                               org_id=request.org_id, time_zone=request.time_zone,
+                                               policies=policies)
+        return account_pb(info)
+
+    async def SetAccountStatus(self, request: pb.SetAccountStatusRequest,
+                               context: aio.ServicerContext) -> pb.Account:
+        await self._scope(request.account_id)
+        status = _STATUS_FROM_PB.get(request.status)
+        if status is None:
+            raise InvalidArgument("status", "must be ACTIVE, SUSPENDED or EXPIRED")
+        return account_pb(await self.admin.set_status(request.account_id, status, request.idempotency_key))
+
+    async def Subscribe(self, request: pb.SubscribeRequest, context: aio.ServicerContext) -> pb.Subscription:
+        await self._scope(request.account_id)
+        info = await self._subs().subscribe(request.account_id, request.product, request.plan,
+                                            request.idempotency_key, interval=request.interval,
+                                            starts_at_ms=request.starts_at_ms, packs=dict(request.packs))
+        return subscription_pb(info)
+
+    async def GetSubscription(self, request: pb.GetSubscriptionRequest,
+                              context: aio.ServicerContext) -> pb.Subscription:
+        await self._scope(request.account_id)
+        return subscription_pb(await self._subs().get(request.account_id))
+
+    async def _requests(self, items: list[tuple[pb.ReserveRequest, int]]) -> list[ReserveRequest | BaseException]:
+        """Validate and authorize each item on its own; a bad item becomes its own error."""
+        out: list[ReserveRequest | BaseException] = []
+        for req, mode in items:
+            try:
+                name = _MODES.get(mode)
+                if name is None:
+                    raise InvalidArgument("mode", "must be RESERVE, CONSUME or CHECK")
+                await self._scope(req.account_id)
+                out.append(self.hot._reserve_request(
+                    req.account_id, req.meter, req.amount, req.idempotency_key, mode=name, ttl_ms=req.ttl_ms,
+                    dedup_key=req.dedup_key, dedup_window_s=req.dedup_window_s, attributes=dict(req.attributes),
+                    feature=req.feature))
+            except QuotaError as exc:
+                out.append(exc)
+        return out
+
+    async def _decide_items(self, items: list[tuple[pb.ReserveRequest, int]], tags: list[int]) -> list[pb.ItemResult]:
+        try:
+            results = await self.hot.reserve_many(await self._requests(items))
+        except QuotaError as exc:  # the whole group failed (a backend is down): every item says so
+            results = [exc] * len(items)
+        out = []
+        for res, tag in zip(results, tags, strict=True):
+            if isinstance(res, BaseException):
+                if isinstance(res, QuotaError):
+                    code, message = status_for(res), str(res)
+                else:
+                    log.error("internal error in a batch item", exc_info=res)
+                    code, message = grpc.StatusCode.INTERNAL, "internal error; the service logged the cause"
+                out.append(pb.ItemResult(error=pb.ItemError(code=code.value[0], message=message), tag=tag))
+            else:
+                out.append(pb.ItemResult(decision=decision_pb(res), tag=tag))
+        return out
+
+    async def ReserveBatch(self, request: pb.ReserveBatchRequest,
+                           context: aio.ServicerContext) -> pb.ReserveBatchResponse:
+        n = len(request.items)
+        if n == 0:
+            raise InvalidArgument("items", "at least one item is required")
+        if n > MAX_BATCH_ITEMS:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"items: at most {MAX_BATCH_ITEMS} per call, got {n}")
+        results = await self._decide_items([(item, request.mode) for item in request.items], list(range(n)))
+        return pb.ReserveBatchResponse(results=results)
+
+    async def ReserveStream(self, request_iterator: AsyncIterator[pb.StreamReserveRequest],
+                            context: aio.ServicerContext) -> AsyncIterator[pb.ItemResult]:
+        # Requests that arrive while a group is being decided form the next group (like group commit):
+        # under load a stream is decided in large groups, one script call per account per group.
+        inbox: asyncio.Queue[pb.StreamReserveRequest | None] = asyncio.Queue(MAX_STREAM_IN_FLIGHT)
+        out: asyncio.Queue[pb.ItemResult | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for req in request_iterator:
+                    await inbox.put(req)
+            finally:
+                await inbox.put(None)
+
+        async def decide() -> None:
+            try:
+                ended = False
+                while not ended:
+                    first = await inbox.get()
+                    group = [] if first is None else [first]
+                    ended = first is None
+                    while not ended and not inbox.empty() and len(group) < MAX_BATCH_ITEMS:
+                        nxt = inbox.get_nowait()
+                        if nxt is None:
+                            ended = True
+                        else:
+                            group.append(nxt)
+                    if group:
+                        for result in await self._decide_items([(r.item, r.mode) for r in group],
+                                                               [r.tag for r in group]):
+                            await out.put(result)
+            finally:
+                await out.put(None)
+
+        tasks = [asyncio.create_task(read()), asyncio.create_task(decide())]
+        try:
+            while (result := await out.get()) is not None:
+                yield result
+        finally:
+            for t in tasks:
+                t.cancel()

@@ -1,0 +1,1 @@
+"""Pure decisions and policies: no I/O, time from an injected clock."""

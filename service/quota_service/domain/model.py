@@ -1,0 +1,218 @@
+"""Values the hot path passes around. Amounts are int units (or minor units for wallets)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+GRANTED = "GRANTED"
+DENIED = "DENIED"
+
+ACTIONS = ("NONE", "HANDOFF_TO_AGENT", "DISABLE_WIDGET")
+STATUSES = ("active", "suspended", "expired")
+SOURCES = ("plan", "trial", "free", "pack", "topup", "promo", "overdraft", "adjustment")
+
+
+def wallet_bucket(currency: str) -> str:
+    """The bucket name of a wallet: money in one currency."""
+    return "$" + currency
+
+
+@dataclass(frozen=True)
+class Part:
+    grant_id: str
+    bucket: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class Alert:
+    meter: str
+    threshold_pct_left: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An answer of Reserve, Consume, Check, Commit or Release (H5)."""
+
+    status: str
+    reason: str
+    action: str
+    reservation_id: str
+    amount: int
+    remaining: int
+    remaining_pct: float
+    dedup_hit: bool
+    overage_minor: int
+    overage_currency: str
+    alerts: tuple[Alert, ...]
+    parts: tuple[Part, ...]
+    expires_at_ms: int
+    replayed: bool = False
+
+    @property
+    def granted(self) -> bool:
+        return self.status == GRANTED
+
+
+def _items(value: Any) -> list[Any]:
+    # Lua's cjson encodes an empty table as an object.
+    return value if isinstance(value, list) else []
+
+
+def decision_from_script(raw: dict[str, Any], *, replayed: bool = False) -> Decision:
+    """Translate the JSON answer of reserve.lua / resolve.lua."""
+    parts: list[Part] = []
+    for r in _items(raw.get("rows")):
+        # reserve rows carry "a"; resolve rows carry used/held deltas and report what was used
+        amount = int(r["a"]) if "a" in r else int(r.get("du", 0))
+        if amount:
+            parts.append(Part(r["g"], r["b"], amount))
+    return Decision(
+        status=GRANTED if raw["st"] == "G" else DENIED,
+        reason=raw.get("rs") or "",
+        action=ACTIONS[int(raw.get("ac") or 0)],
+        reservation_id=raw.get("hid") or "",
+        amount=int(raw.get("amt") or 0),
+        remaining=int(raw.get("rem") or 0),
+        remaining_pct=float(raw.get("pct") or 0.0),
+        dedup_hit=bool(raw.get("dd")),
+        overage_minor=int(raw.get("ov") or 0),
+        overage_currency=raw.get("oc") or "",
+        alerts=tuple(Alert(a["m"], int(a["t"])) for a in _items(raw.get("al"))),
+        parts=tuple(parts),
+        expires_at_ms=int(raw.get("exp") or 0),
+        replayed=replayed,
+    )
+
+
+@dataclass(frozen=True)
+class MeterPolicy:
+    """How a meter behaves when its grants run out (from the plan catalogue or the account)."""
+
+    meter: str
+    overage_price_minor: int = 0
+    overage_currency: str = ""
+    exhausted_action: str = "NONE"
+    alert_pct_left: tuple[int, ...] = ()
+    # feature -> charge mode (included, free, always_charged); None: any feature, charged as usual.
+    # A feature missing from a given mapping is not in the plan (TA3).
+    features: tuple[tuple[str, str], ...] | None = None
+    denial_reason: str = ""  # the reason when the meter runs out; "" = QUOTA_EXHAUSTED (a trial: TRIAL_EXHAUSTED)
+    # a unique meter (QC4, FB1, TA7): (dedup window kind, the request attributes that make the key)
+    unique: tuple[str, tuple[str, ...]] | None = None
+    # the action when the meter runs out, for requests naming a feature (FB4: which widget asks)
+    action_by_feature: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"p": self.overage_price_minor, "c": self.overage_currency,
+                               "x": ACTIONS.index(self.exhausted_action), "al": list(self.alert_pct_left)}
+        if self.features is not None:
+            out["f"] = dict(self.features)
+        if self.denial_reason:
+            out["dr"] = self.denial_reason
+        if self.unique is not None:
+            out["u"] = {"w": self.unique[0], "a": list(self.unique[1])}
+        if self.action_by_feature:
+            out["xf"] = {f: ACTIONS.index(a) for f, a in self.action_by_feature}
+        return out
+
+    @classmethod
+    def from_json(cls, meter: str, raw: dict[str, Any]) -> MeterPolicy:
+        features = None if raw.get("f") is None else tuple(sorted(raw["f"].items()))
+        unique = None if raw.get("u") is None else (raw["u"]["w"], tuple(raw["u"]["a"]))
+        by_feature = tuple(sorted((f, ACTIONS[int(a)]) for f, a in (raw.get("xf") or {}).items()))
+        return cls(meter, int(raw["p"]), raw["c"], ACTIONS[int(raw["x"])], tuple(int(a) for a in raw["al"]),
+                   features, raw.get("dr", ""), unique, by_feature)
+
+
+@dataclass(frozen=True)
+class GrantSpec:
+    bucket: str
+    amount: int
+    source: str = "topup"
+    priority: int = 100
+    overdraft_limit: int = 0
+    starts_at_ms: int = 0
+    expires_at_ms: int = 0
+    label: str = ""
+    grant_id: str = ""
+
+
+@dataclass(frozen=True)
+class GrantState:
+    grant_id: str
+    bucket: str
+    source: str
+    priority: int
+    granted: int
+    used: int
+    held: int
+    overdraft_limit: int
+    starts_at_ms: int
+    expires_at_ms: int
+    label: str = ""
+
+    @property
+    def remaining(self) -> int:
+        return self.granted - self.used - self.held
+
+    def live(self, now_ms: int) -> bool:
+        return self.starts_at_ms <= now_ms and (self.expires_at_ms == 0 or self.expires_at_ms > now_ms)
+
+
+@dataclass(frozen=True)
+class BucketTotals:
+    bucket: str
+    granted: int
+    used: int
+    held: int
+    remaining: int
+    remaining_pct: float
+
+
+def bucket_totals(grants: list[GrantState], now_ms: int) -> list[BucketTotals]:
+    """Per-bucket sums over live grants, in bucket name order (R1)."""
+    sums: dict[str, list[int]] = {}
+    for g in grants:
+        if not g.live(now_ms):
+            continue
+        s = sums.setdefault(g.bucket, [0, 0, 0])
+        s[0] += g.granted
+        s[1] += g.used
+        s[2] += g.held
+    out = []
+    for bucket in sorted(sums):
+        granted, used, held = sums[bucket]
+        remaining = granted - used - held
+        pct = 0.0 if granted <= 0 else max(0.0, min(100.0, 100.0 * remaining / granted))
+        out.append(BucketTotals(bucket, granted, used, held, remaining, pct))
+    return out
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    account_id: str
+    org_id: str
+    time_zone: str
+    status: str
+    policies: tuple[MeterPolicy, ...]
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class BalanceView:
+    account_id: str
+    status: str
+    grants: list[GrantState]
+    as_of_ms: int
+    meters: list[BucketTotals] = field(default_factory=list)
+
+
+def canonical_hash(*parts: object) -> str:
+    """A stable fingerprint of a request's parameters, bound to its idempotency key (H4)."""
+    import hashlib
+
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode(),
+                           digest_size=12).hexdigest()

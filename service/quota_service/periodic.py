@@ -1,0 +1,64 @@
+"""Background work that runs in passes: every replica runs it; Postgres row locks share the work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+
+from quota_service.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+
+class Periodic(ABC):
+    """Runs run_once() every interval_s seconds until stopped; tests await wait_for_pass()."""
+
+    name = "periodic"
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._passes = 0
+        self._pass_done = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    @abstractmethod
+    async def run_once(self) -> list[str]:
+        """One pass; returns the accounts it changed."""
+
+    async def next_delay_s(self) -> float:
+        """How long to wait before the next pass (at most interval_s)."""
+        return self.interval_s
+
+    async def wait_for_pass(self) -> None:
+        """Wait until a pass that started after this call has finished."""
+        async with self._pass_done:
+            target = self._passes + 2  # the pass under way may have read the clock already
+            await self._pass_done.wait_for(lambda: self._passes >= target)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except StorageError as exc:
+                log.warning("%s pass failed: %s", self.name, exc)
+            except Exception:
+                log.exception("%s pass failed", self.name)
+            async with self._pass_done:
+                self._passes += 1
+                self._pass_done.notify_all()
+            try:
+                delay = await self.next_delay_s()
+            except Exception:
+                delay = self.interval_s
+            await asyncio.sleep(min(max(delay, 0.0), self.interval_s))

@@ -1,0 +1,108 @@
+"""Process settings, read once from QUOTA_* environment variables into a frozen object.
+
+Every setting has a default suitable for local use; a malformed value fails at start-up with a
+message that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from quota_service.errors import SettingsError
+
+# The catalogues shipped in the source tree (deploy/catalogues), when the package runs from it.
+_SHIPPED_CATALOGUES = Path(__file__).resolve().parents[2] / "deploy" / "catalogues"
+
+
+def _default_catalogue_dir() -> str:
+    return str(_SHIPPED_CATALOGUES) if _SHIPPED_CATALOGUES.is_dir() else ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = ""  # QUOTA_REDIS_URL; empty = start an embedded Valkey
+    redis_max_connections: int = 256  # QUOTA_REDIS_MAX_CONNECTIONS: per replica (per node in a cluster); calls wait beyond
+    redis_cluster: bool = False  # QUOTA_REDIS_CLUSTER: QUOTA_REDIS_URL names a node of a Redis Cluster
+    postgres_dsn: str = ""  # QUOTA_POSTGRES_DSN; empty = start an embedded Postgres
+    data_dir: Path = Path(".data")  # QUOTA_DATA_DIR: where embedded servers keep their data
+    host: str = "127.0.0.1"  # QUOTA_HOST
+    port: int = 50051  # QUOTA_PORT; 0 = any free port
+    key_prefix: str = "q"  # QUOTA_KEY_PREFIX: prefix of every Redis key
+    hold_ttl_ms: int = 60_000  # QUOTA_HOLD_TTL_MS: default hold lifetime
+    max_hold_ttl_ms: int = 86_400_000  # QUOTA_MAX_HOLD_TTL_MS
+    idempotency_ttl_ms: int = 86_400_000  # QUOTA_IDEMPOTENCY_TTL_MS: how long Redis keeps an answer for replay
+    pending_grace_ms: int = 30_000  # QUOTA_PENDING_GRACE_MS: an unconfirmed mutation older than this forces a rebuild
+    commit_timeout_ms: int = 5_000  # QUOTA_COMMIT_TIMEOUT_MS: a ledger batch slower than this answers UNAVAILABLE
+    batch_max: int = 512  # QUOTA_BATCH_MAX: most entries in one ledger transaction
+    coalesce: bool = True  # QUOTA_COALESCE: send concurrent unary reservations to Redis in one round trip
+    ledger_writers: int = 2  # QUOTA_LEDGER_WRITERS: batches committed at once
+    pg_pool_size: int = 8  # QUOTA_PG_POOL_SIZE
+    sweep_interval_ms: int = 1_000  # QUOTA_SWEEP_INTERVAL_MS: how often expired holds are returned and ended cycles rolled over
+    # QUOTA_CATALOGUE_DIR: directory of plan catalogues (*.yaml), loaded at start, reloaded on SIGHUP;
+    # default: the source tree's deploy/catalogues when it exists; empty = no catalogue (no Subscribe)
+    catalogue_dir: str = _default_catalogue_dir()
+    backend_timeout_ms: int = 2_000  # QUOTA_BACKEND_TIMEOUT_MS: one Redis or Postgres call
+    shutdown_grace_s: float = 10.0  # QUOTA_SHUTDOWN_GRACE_S: in-flight calls finish within this
+    log_level: str = "INFO"  # QUOTA_LOG_LEVEL
+    auth: bool = True  # QUOTA_AUTH: require API keys; "false" only for local development
+    auth_cache_s: float = 5.0  # QUOTA_AUTH_CACHE_S: how long a verified key is trusted before re-reading it
+    rate_limit_rps: float = 0.0  # QUOTA_RATE_LIMIT_RPS: requests/s per caller per replica; 0 = no budget
+    rate_limit_burst: float = 0.0  # QUOTA_RATE_LIMIT_BURST: bucket size; 0 = twice the rate
+    require_deadline: bool = False  # QUOTA_REQUIRE_DEADLINE: refuse calls that set no deadline (INVALID_ARGUMENT)
+    max_call_ms: int = 30_000  # QUOTA_MAX_CALL_MS: no call runs longer than this, whatever deadline it set
+    max_in_flight_per_caller: int = 512  # QUOTA_MAX_IN_FLIGHT_PER_CALLER: concurrent calls per caller; 0 = no cap
+    tls_cert_file: str = ""  # QUOTA_TLS_CERT_FILE: PEM certificate chain; with the key file, serve TLS
+    tls_key_file: str = ""  # QUOTA_TLS_KEY_FILE: PEM private key
+    tls_client_ca_file: str = ""  # QUOTA_TLS_CLIENT_CA_FILE: PEM CA bundle; set = mutual TLS (client certificates required)
+    otlp_endpoint: str = ""  # QUOTA_OTLP_ENDPOINT: OTLP/gRPC collector for traces, e.g. http://otel:4317; empty = no traces
+    trace_sample_ratio: float = 1.0  # QUOTA_TRACE_SAMPLE_RATIO: share of root spans kept, 0..1
+    metrics_port: int = 0  # QUOTA_METRICS_PORT: Prometheus scrape endpoint (/metrics); 0 = off
+
+    def __post_init__(self) -> None:
+        positive = ("hold_ttl_ms", "max_hold_ttl_ms", "idempotency_ttl_ms", "pending_grace_ms",
+                    "commit_timeout_ms", "batch_max", "ledger_writers", "pg_pool_size",
+                    "sweep_interval_ms", "backend_timeout_ms", "max_call_ms", "redis_max_connections")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"QUOTA_{name.upper()} must be greater than 0")
+        for name in ("port", "metrics_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise SettingsError(f"QUOTA_{name.upper()} must be between 0 and 65535")
+        for name in ("auth_cache_s", "rate_limit_rps", "rate_limit_burst", "max_in_flight_per_caller"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"QUOTA_{name.upper()} must not be negative")
+        if not 0 <= self.trace_sample_ratio <= 1:
+            raise SettingsError("QUOTA_TRACE_SAMPLE_RATIO must be between 0 and 1")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise SettingsError("QUOTA_TLS_CERT_FILE and QUOTA_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise SettingsError("QUOTA_TLS_CLIENT_CA_FILE needs QUOTA_TLS_CERT_FILE and QUOTA_TLS_KEY_FILE")
+        if self.hold_ttl_ms > self.max_hold_ttl_ms:
+            raise SettingsError("QUOTA_HOLD_TTL_MS must not exceed QUOTA_MAX_HOLD_TTL_MS")
+        if self.pending_grace_ms <= self.commit_timeout_ms:
+            raise SettingsError("QUOTA_PENDING_GRACE_MS must exceed QUOTA_COMMIT_TIMEOUT_MS")
+        if self.ledger_writers > self.pg_pool_size - 1:
+            raise SettingsError("QUOTA_PG_POOL_SIZE must exceed QUOTA_LEDGER_WRITERS")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f"QUOTA_{f.name.upper()}")
+            if raw is None:
+                continue
+            kind = type(getattr(cls, f.name))
+            try:
+                if kind is bool:
+                    if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                        raise ValueError(raw)
+                    values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+                    continue
+                values[f.name] = kind(raw)
+            except ValueError as exc:
+                raise SettingsError(f"QUOTA_{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
+        return cls(**values)  # type: ignore[arg-type]

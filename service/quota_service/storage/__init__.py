@@ -1,0 +1,1 @@
+"""Adapters: Redis (the fast, rebuildable view) and Postgres (the ledger, the source of truth)."""

@@ -1,0 +1,118 @@
+-- Commit a hold with its actual amount, or Release it (H2).
+--
+-- KEYS[1..5] account state (see _prelude.lua); KEYS[6] idempotency record
+-- ARGV[1] now_ms
+-- ARGV[2] op                  'commit' or 'release'
+-- ARGV[3] hold id
+-- ARGV[4] actual amount       units used (commit); ignored for release
+-- ARGV[5] request hash
+-- ARGV[6] pending_deadline_ms
+-- ARGV[7] idem_ttl_ms
+-- Returns JSON: {e = error} or a decision whose rows carry per-grant deltas {g, b, du used, dh held}.
+-- Units given back come off the overage first (refunding its money), then off the unit grants
+-- in reverse consumption order. A commit above the hold takes the difference like a reservation;
+-- if that is not available the hold is left as it was.
+local now = tonumber(ARGV[1])
+local op = ARGV[2]
+local hid = ARGV[3]
+local hash = ARGV[5]
+
+if not_loaded() then return enc({e = 'NOT_LOADED'}) end
+local epoch = tonumber(redis.call('HGET', KEYS[1], 'ep'))
+local replay = idem_lookup(KEYS[6], hash, now)
+if replay then return replay end
+if pending_overdue(now) then return enc({e = 'RELOAD'}) end
+
+local grants = expire_due(now, nil) or load_grants()
+local raw = redis.call('HGET', KEYS[3], hid)
+if not raw then return enc({e = 'NO_HOLD'}) end
+local hold = dec(raw)
+local meter = hold.m
+local pol = policy(meter)
+local actual = op == 'release' and 0 or tonumber(ARGV[4])
+local granted, before = meter_totals(grants, meter, now)
+
+-- delta per grant: du (used), dh (held); every held unit of the hold leaves "held".
+local deltas, order = {}, {}
+local function delta(gid, bucket, du, dh)
+  local d = deltas[gid]
+  if not d then
+    d = {g = gid, b = bucket, du = 0, dh = 0}
+    deltas[gid] = d
+    order[#order + 1] = d
+  end
+  d.du = d.du + du
+  d.dh = d.dh + dh
+end
+
+-- Units of the hold drawn from unit grants vs. paid as overage.
+local unit_rows, wallet_rows = {}, {}
+for _, r in ipairs(hold.rows) do
+  delta(r.g, r.b, 0, -r.a)
+  if r.b == meter then unit_rows[#unit_rows + 1] = r else wallet_rows[#wallet_rows + 1] = r end
+end
+
+local overage_minor = 0
+if actual <= hold.amt then
+  -- give back (hold.amt - actual): overage units first, then unit grants, newest part first
+  local back = hold.amt - actual
+  local back_ov = math.min(back, hold.ou)
+  local refund = back_ov * hold.pr
+  local back_units = back - back_ov
+  for i = #wallet_rows, 1, -1 do
+    local r = wallet_rows[i]
+    local keep = r.a
+    local give = math.min(refund, keep)
+    refund = refund - give
+    keep = keep - give
+    if keep > 0 then delta(r.g, r.b, keep, 0) end
+    overage_minor = overage_minor + keep
+  end
+  for i = #unit_rows, 1, -1 do
+    local r = unit_rows[i]
+    local give = math.min(back_units, r.a)
+    back_units = back_units - give
+    if r.a - give > 0 then delta(r.g, r.b, r.a - give, 0) end
+  end
+else
+  -- everything held is used, and the difference is taken like a reservation
+  for _, r in ipairs(hold.rows) do
+    delta(r.g, r.b, r.a, 0)
+    if r.b ~= meter then overage_minor = overage_minor + r.a end
+  end
+  -- the hold's own units are still counted as held, so they are not offered twice
+  local extra = actual - hold.amt
+  local parts, short = plan_take(ordered(grants, meter, now), extra)
+  if short > 0 then
+    if pol.p <= 0 then return enc({e = 'OVER', avail = extra - short}) end
+    local cost = short * pol.p
+    local wparts, wshort = plan_take(ordered(grants, '$' .. pol.c, now), cost)
+    if wshort > 0 or cost >= 1e13 then return enc({e = 'OVER', avail = extra - short}) end
+    for _, p in ipairs(wparts) do parts[#parts + 1] = p end
+    overage_minor = overage_minor + cost
+  end
+  for _, p in ipairs(parts) do delta(p.g, p.b, p.a, 0) end
+end
+
+for _, d in ipairs(order) do
+  local g = grants[d.g]
+  if g then
+    g.u = g.u + d.du
+    g.h = g.h + d.dh
+    save_grant(g)
+  end
+end
+redis.call('HDEL', KEYS[3], hid)
+redis.call('ZREM', KEYS[4], hid)
+if actual == 0 then drop_dedup_mark(hold) end
+
+local _, after = meter_totals(grants, meter, now)
+local answer = {st = 'G', rs = '', ac = after > 0 and 0 or pol.x, amt = op == 'release' and hold.amt or actual, dd = false,
+                ov = overage_minor, oc = overage_minor > 0 and pol.c or '', rows = order,
+                al = crossed(pol, meter, pct(granted, before), pct(granted, after)),
+                ep = epoch, sq = next_seq(), hid = hid, exp = 0, rem = after, pct = pct(granted, after),
+                m = meter}
+local out = enc(answer)
+redis.call('ZADD', KEYS[5], tonumber(ARGV[6]), KEYS[6])
+idem_store(KEYS[6], hash, out, 'p', tonumber(ARGV[7]))
+return out

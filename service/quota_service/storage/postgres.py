@@ -1,0 +1,234 @@
+"""Postgres adapter: migrations, the batch apply, account snapshots and administration.
+
+Postgres is the source of truth. Mutations decided in Redis are applied here by quota_apply()
+(sql/migrations/001_init.sql), which re-checks every floor, the account's epoch and idempotency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeVar
+
+import asyncpg
+
+from quota_service import telemetry
+from quota_service.errors import StorageError
+
+T = TypeVar("T")
+MIGRATION_LOCK = 7_412_001  # advisory lock id held while migrating
+
+
+def _load_queries() -> dict[str, str]:
+    text = (resources.files("quota_service.storage") / "sql" / "queries.sql").read_text()
+    out: dict[str, str] = {}
+    for m in re.finditer(r"^-- name: (\w+)\n(.*?)(?=^-- name: |\Z)", text, re.S | re.M):
+        out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+Q = _load_queries()
+
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_UNREACHABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
+                asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.TooManyConnectionsError)
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every numbered migration, in order."""
+    folder = resources.files("quota_service.storage") / "sql" / "migrations"
+    out = []
+    for f in folder.iterdir():
+        m = re.fullmatch(r"(\d+)_(\w+)\.sql", f.name)
+        if m:
+            out.append((int(m.group(1)), m.group(2), f.read_text()))
+    return sorted(out)
+
+
+async def migrate(conn: asyncpg.Connection) -> list[int]:
+    """Apply the migrations not yet applied; safe when several replicas start at once."""
+    applied: list[int] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                           "(version integer PRIMARY KEY, name text NOT NULL, "
+                           "applied_at timestamptz NOT NULL DEFAULT now())")
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in migrations():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                                   version, name)
+            applied.append(version)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    return applied
+
+
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    # The default reset runs a query on every release; this service keeps no session state, so only
+    # an interrupted transaction needs undoing.
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """Outcome of one entry: ok, dup (key used before), stale, floor, closed (hold not open)."""
+
+    status: str
+    request_hash: str | None = None
+    response: str | None = None
+
+
+class PostgresLedger:
+    def __init__(self, pool: asyncpg.Pool, *, timeout_s: float) -> None:
+        self.pool = pool
+        self.timeout_s = timeout_s
+
+    @classmethod
+    async def connect(cls, dsn: str, *, pool_size: int, timeout_s: float) -> PostgresLedger:
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size, init=_init_connection,
+                                             reset=_reset_connection,
+                                             command_timeout=timeout_s, timeout=timeout_s)
+        except _UNREACHABLE as exc:
+            raise StorageError(f"postgres: {exc}") from exc
+        assert pool is not None
+        return cls(pool, timeout_s=timeout_s)
+
+    async def _call(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        for attempt in range(5):
+            try:
+                async with self.pool.acquire(timeout=self.timeout_s) as conn:
+                    return await fn(conn)
+            except _RETRYABLE:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.005 * (attempt + 1))
+            except _UNREACHABLE as exc:
+                raise StorageError(f"postgres: {exc!r}") from exc
+        raise AssertionError("unreachable")
+
+    async def migrate(self) -> list[int]:
+        return await self._call(migrate)
+
+    async def apply(self, entries: list[dict[str, Any]]) -> list[ApplyResult]:
+        """Apply a batch of mutations in one transaction; one result per entry, in order.
+
+        Raises StorageError when the outcome is unknown (connection lost around COMMIT).
+        """
+        with telemetry.client_span("postgresql", "quota_apply"):
+            rows = await self._call(lambda c: c.fetch(Q["apply_batch"], entries))
+        out = [ApplyResult("")] * len(entries)
+        for r in rows:
+            out[r["idx"]] = ApplyResult(r["status"], r["request_hash"], r["response"])
+        return out
+
+    async def snapshot(self, account_id: str, now_ms: int) -> tuple[int, dict[str, Any]] | None:
+        """Start a new epoch for the account and read its state (None: no such account).
+
+        Taking the account row lock fences every mutation made under the old epoch.
+        """
+
+        async def run(conn: asyncpg.Connection) -> tuple[int, dict[str, Any]] | None:
+            async with conn.transaction():
+                acct = await conn.fetchrow(Q["bump_epoch"], account_id)
+                if acct is None:
+                    return None
+                await conn.fetchval(Q["expire_account_holds"], account_id, now_ms)
+                grants = await conn.fetch(Q["snapshot_grants"], account_id, now_ms)
+                buckets = await conn.fetch(Q["snapshot_buckets"], account_id)
+                holds = await conn.fetch(Q["snapshot_holds"], account_id)
+                marks = await conn.fetch(Q["snapshot_dedup"], account_id, now_ms)
+                cycle_end = await conn.fetchval(Q["snapshot_cycle_end"], account_id)
+            snap = {
+                "st": acct["status"],
+                "pol": acct["policies"] or {},
+                "k": sorted({r["bucket"] for r in buckets} | set(acct["policies"] or {})),
+                "g": {r["grant_id"]: {"b": r["bucket"], "p": r["priority"], "s": r["starts_at_ms"],
+                                      "e": r["expires_at_ms"], "o": r["ord"], "gr": r["granted"],
+                                      "u": r["used"], "h": r["held"], "od": r["overdraft_limit"],
+                                      "src": r["source"], "lb": r["label"]} for r in grants},
+                "h": {r["hold_id"]: {"m": r["meter"], "amt": r["amount"], "rows": r["rows"],
+                                     "ou": r["overage_units"], "pr": r["price_minor"],
+                                     "exp": r["expires_at_ms"], "dk": r["dedup_key"],
+                                     "dde": r["window_end_ms"]} for r in holds},
+                "d": [[r["meter"], r["dedup_key"], r["window_end_ms"]] for r in marks],
+                "ce": cycle_end or 0,
+            }
+            return acct["epoch"], snap
+
+        with telemetry.client_span("postgresql", "snapshot"):
+            return await self._call(run)
+
+    async def hold_status(self, account_id: str, hold_id: str) -> str | None:
+        return await self._call(lambda c: c.fetchval(Q["hold_status"], account_id, hold_id))
+
+    async def operation(self, account_id: str, key: str) -> asyncpg.Record | None:
+        return await self._call(lambda c: c.fetchrow(Q["operation"], account_id, key))
+
+    async def admin(self, account_id: str, key: str, kind: str, request_hash: str, now_ms: int,
+                    body: Callable[[asyncpg.Connection], Awaitable[str]]) -> tuple[str, bool]:
+        """Run an administrative change once per idempotency key, in one transaction.
+
+        `body` makes the change and returns the answer to store. Returns (answer, replayed);
+        a key reused with other parameters returns the stored operation for the caller to compare.
+        """
+
+        async def run(conn: asyncpg.Connection) -> tuple[str, bool]:
+            async with conn.transaction():
+                # take the key first: a concurrent duplicate waits here, then sees it taken
+                status = await conn.execute(Q["insert_operation"], account_id, key, kind, request_hash,
+                                            "", now_ms)
+                if status.endswith(" 0"):
+                    prev = await conn.fetchrow(Q["operation"], account_id, key)
+                    if prev["request_hash"] != request_hash or prev["kind"] != kind:
+                        return "", False
+                    return prev["response"], True
+                answer = await body(conn)
+                # fence decisions made before this change: Redis must be rebuilt to see it
+                await conn.execute("UPDATE accounts SET epoch = epoch + 1 WHERE account_id = $1", account_id)
+                await conn.execute("UPDATE operations SET response = $3 WHERE account_id = $1 "
+                                   "AND idempotency_key = $2", account_id, key, answer)
+                return answer, False
+
+        return await self._call(run)
+
+    async def expire_due(self, now_ms: int, limit: int = 200) -> list[str]:
+        """Return holds past their time to their grants (with ledger rows); the accounts touched."""
+
+        async def run(conn: asyncpg.Connection) -> list[str]:
+            touched = []
+            for r in await conn.fetch(Q["due_hold_accounts"], now_ms, limit):
+                async with conn.transaction():
+                    # an account a ledger batch holds is skipped until the next pass: taking its row first
+                    # keeps the sweeper and the writers from waiting on each other's locks
+                    if await conn.fetchval(Q["lock_account_nowait"], r["account_id"]) is None:
+                        continue
+                    n = await conn.fetchval(Q["expire_account_holds"], r["account_id"], now_ms)
+                if n:
+                    touched.append(r["account_id"])
+            return touched
+
+        return await self._call(run)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._call(lambda c: c.fetchval("SELECT 1")))
+        except StorageError:
+            return False
+
+    async def close(self) -> None:
+        await self.pool.close()

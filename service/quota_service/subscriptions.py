@@ -1,0 +1,427 @@
+"""Subscriptions to catalogue plans and their billing cycles (A1, QC1, FB5, FB6, QA3b, QA3c, TA1).
+
+``Subscribe`` is one Postgres transaction, idempotent by key and in the ledger: it records the
+catalogue version and hash, sets the account's meter policies from the plan, grants the plan's
+per-cycle grants (and the packs bought with it) for the current cycle, expiring at the cycle end,
+and the one-time grants once. The account's Redis state is then rebuilt.
+
+At each cycle end ``roll_cycle`` (run by cycler.py) applies every item's at-cycle-end rule, in one
+transaction that holds the account row and bumps its epoch, so Redis decisions made against the old
+cycle are fenced and decided again. Its ledger entries are stamped at the boundary:
+
+- ``reset``: a fresh grant for the new cycle (``cycle_grant``); what was left is ``forfeit``.
+- ``expire``: what was left is ``forfeit``; nothing new.
+- ``carry_over``: the remainder moves to a new grant expiring with the new cycle (``carry_over``
+  rows on both grants). A positive remainder moves granted units; a negative one (debt) moves
+  used units, so the debt follows into the new cycle. ``carry_over_cycles`` bounds how often.
+- ``reset_withheld_while_negative`` (QA3c): a reset, unless an item named in ``withheld_by`` is
+  negative at the boundary: then no grant is created and a ``reset_withheld`` entry records it.
+  A later top-up of the same meter pays the debt (``settle`` rows) and, once nothing named is
+  negative, releases the withheld reset for the current cycle (``reset_released``); see
+  ``release_withheld``, called from the top-up path of admin.py.
+
+Grants made here carry their catalogue item (``plan:<grant id>``, ``pack:<pack>``,
+``once:<grant id>``) and cycle number; their ids are derived from them, so each cycle's grant of an
+item exists at most once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from quota_service.catalogue import Catalogue, CatalogueSet, Plan
+from quota_service.domain import cycles
+from quota_service.domain import validation as v
+from quota_service.domain.clock import Clock
+from quota_service.domain.model import MeterPolicy, canonical_hash
+from quota_service.errors import FailedPrecondition, IdempotencyMismatch, InvalidArgument, NotFound
+from quota_service.hotpath import Rebuilder
+from quota_service.storage.postgres import PostgresLedger, Q
+
+log = logging.getLogger(__name__)
+MAX_PACKS = 1000  # most packs of one kind bought with a subscription
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class SubscriptionInfo:
+    account_id: str
+    product: str
+    plan: str
+    interval: str
+    catalogue_version: int
+    catalogue_hash: str
+    packs: Mapping[str, int]
+    anchor_at_ms: int
+    cycle: int
+    cycle_start_ms: int
+    cycle_end_ms: int
+    status: str
+    withheld: tuple[str, ...]
+    replayed: bool = False
+
+
+def subscription_info(row: asyncpg.Record, replayed: bool = False) -> SubscriptionInfo:
+    return SubscriptionInfo(row["account_id"], row["product"], row["plan"], row["interval"],
+                            row["catalogue_version"], row["catalogue_hash"], dict(row["packs"] or {}),
+                            row["anchor_at_ms"], row["cycle_no"], row["cycle_start_ms"], row["cycle_end_ms"],
+                            row["status"], tuple(row["withheld"] or ()), replayed)
+
+
+class CycleError(Exception):
+    """A due subscription cannot be rolled over (its product, plan or interval is no longer in the catalogue)."""
+
+
+def policy_of(plan: Plan, meter: str, interval: str, catalogue: Catalogue | None = None) -> MeterPolicy:
+    """The hot path's policy for a meter of the plan; alert thresholds as percent left.
+
+    When the catalogue declares features counted on this meter, the policy lists the plan's features
+    with their charge modes: a feature the plan does not list is not in the plan (TA3).
+    """
+    spec = plan.policies[meter]
+    features = None
+    if catalogue is not None and any(f.meter == meter for f in catalogue.features.values()):
+        features = tuple(sorted((name, mode) for name, mode in plan.features.items()
+                                if catalogue.features[name].meter == meter))
+    denial = plan.trial.denial_reason if plan.trial is not None and plan.trial.meter == meter else ""
+    unique = None
+    if catalogue is not None and meter in catalogue.meters:
+        dedup = catalogue.meters[meter].dedup
+        if catalogue.meters[meter].kind == "unique" and dedup is not None:
+            unique = (dedup.window, tuple(dedup.key_attributes))
+    price, currency = 0, ""
+    if spec.overage is not None and spec.overage.price_minor:
+        price, currency = spec.overage.price_minor[interval], spec.overage.currency
+    # An overage priced by a price table (QC10) needs the event's time and category: not supported by
+    # the hot path yet, so such a meter is denied once its grants are spent.
+    by_feature = tuple(sorted(spec.exhausted_action_by_feature.items()))
+    return MeterPolicy(meter, price, currency, spec.exhausted_action, spec.alert_pct_left, features, denial, unique,
+                       by_feature)
+
+
+def _item_of(plan: Plan, name: str) -> str:
+    """withheld_by names a grant of the plan or a pack."""
+    return f"plan:{name}" if any(g.id == name for g in plan.grants) else f"pack:{name}"
+
+
+def _remaining(row: Mapping[str, Any]) -> int:
+    return int(row["granted"]) - int(row["used"]) - int(row["held"])
+
+
+async def _entry(conn: asyncpg.Connection, account_id: str, kind: str, grant_id: str | None, bucket: str,
+                 at_ms: int, *, d_granted: int = 0, d_used: int = 0, amount: int = 0,
+                 attrs: Mapping[str, Any] | None = None, key: str | None = None) -> None:
+    await conn.execute(Q["insert_entry"], account_id, kind, grant_id, bucket, d_granted, d_used, key, amount,
+                       at_ms, dict(attrs or {}))
+
+
+async def _grant(conn: asyncpg.Connection, grant_id: str, account_id: str, bucket: str, source: str, label: str,
+                 priority: int, starts_ms: int, expires_ms: int, granted: int, *, used: int = 0,
+                 overdraft: int = 0, item: str, cycle_no: int | None, carries: int = 0) -> bool:
+    status = await conn.execute(Q["insert_item_grant"], grant_id, account_id, bucket, source, label, priority,
+                                starts_ms, expires_ms, granted, used, overdraft, item, cycle_no, carries)
+    return not status.endswith(" 0")
+
+
+class Subscriptions:
+    def __init__(self, ledger: PostgresLedger, rebuilder: Rebuilder, clock: Clock,
+                 catalogues: CatalogueSet | None) -> None:
+        self.ledger = ledger
+        self.rebuilder = rebuilder
+        self.clock = clock
+        self.catalogues = catalogues
+
+    def _lookup(self, product: str, plan: str, interval: str) -> tuple[Catalogue, Plan, str]:
+        if self.catalogues is None:
+            raise FailedPrecondition("product: no plan catalogue is loaded (QUOTA_CATALOGUE_DIR is empty)")
+        cat = self.catalogues.get(product)
+        if cat is None:
+            known = ", ".join(sorted(self.catalogues.catalogues))
+            raise InvalidArgument("product", f"unknown product {product!r} (known: {known})")
+        p = cat.plans.get(plan)
+        if p is None:
+            raise InvalidArgument("plan", f"product {product!r} has no plan {plan!r} (plans: {', '.join(sorted(cat.plans))})")
+        if p.kind != "subscription":
+            raise InvalidArgument("plan", f"{plan!r} is a {p.kind} plan: Subscribe does not support trials yet")
+        if not interval:
+            if len(p.intervals) != 1:
+                raise InvalidArgument("interval", f"plan {plan!r} is sold {', '.join(p.intervals)}: choose one")
+            interval = p.intervals[0]
+        elif interval not in p.intervals:
+            raise InvalidArgument("interval", f"plan {plan!r} is not sold {interval!r} (intervals: {', '.join(p.intervals)})")
+        return cat, p, interval
+
+    async def subscribe(self, account_id: str, product: str, plan: str, idempotency_key: str, *,
+                        interval: str = "", starts_at_ms: int = 0,
+                        packs: Mapping[str, int] | None = None) -> SubscriptionInfo:
+        v.ident("account_id", account_id)
+        v.idempotency_key(idempotency_key)
+        v.time_ms("starts_at_ms", starts_at_ms)
+        cat, p, iv = self._lookup(product, plan, interval)
+        bought = dict(sorted((packs or {}).items()))
+        for name, qty in bought.items():
+            field = f"packs[{name!r}]"
+            pack = cat.packs.get(name)
+            if pack is None:
+                raise InvalidArgument(field, f"product {product!r} has no pack {name!r}")
+            if pack.plans and plan not in pack.plans:
+                raise InvalidArgument(field, f"is not sold on plan {plan!r}")
+            if not 1 <= qty <= MAX_PACKS:
+                raise InvalidArgument(field, f"quantity must be 1..{MAX_PACKS}")
+            if iv not in pack.amount or qty * (pack.amount[iv] + pack.overdraft_limit) > v.MAX_GRANT:
+                raise InvalidArgument(field, f"cannot be bought {qty} times on interval {iv!r}")
+        now = self.clock.now_ms()
+        request_hash = canonical_hash("subscribe", product, plan, interval, starts_at_ms, bought)
+
+        async def body(conn: asyncpg.Connection) -> str:
+            acct = await conn.fetchrow(Q["lock_account"], account_id)
+            if acct is None:
+                raise NotFound("account_id", f"unknown account {account_id!r}")
+            if await conn.fetchval("SELECT 1 FROM subscriptions WHERE account_id = $1", account_id):
+                raise FailedPrecondition(f"account_id: account {account_id!r} already has a subscription "
+                                         "(changing plans is not supported yet)")
+            starts = starts_at_ms or now
+            c0 = cycles.cycle(iv, starts, acct["time_zone"], 0)
+            await conn.execute(Q["insert_subscription"], account_id, product, plan, iv, cat.version,
+                               cat.content_hash, bought, starts, c0.start_ms, c0.end_ms, now)
+            policies = dict(acct["policies"] or {})
+            for meter in sorted(p.policies):
+                policies[meter] = policy_of(p, meter, iv, cat).to_json()
+            await conn.execute(Q["set_policies"], account_id, policies)
+            base = {"product": product, "plan": plan, "interval": iv, "cycle": 0,
+                    "catalogue_version": cat.version, "catalogue_hash": cat.content_hash}
+            for g in p.grants:
+                amount = g.amount_for(iv)
+                item = f"plan:{g.id}"
+                gid = f"{account_id}/{item}/0"
+                await _grant(conn, gid, account_id, g.bucket, g.source, g.label, g.priority, c0.start_ms,
+                             c0.end_ms, amount, overdraft=g.overdraft_limit, item=item, cycle_no=0)
+                await _entry(conn, account_id, "cycle_grant", gid, g.bucket, now, d_granted=amount, amount=amount,
+                             attrs={**base, "item": item}, key=idempotency_key)
+            for name, qty in bought.items():
+                pack = cat.packs[name]
+                amount = qty * pack.amount[iv]
+                item = f"pack:{name}"
+                gid = f"{account_id}/{item}/0"
+                await _grant(conn, gid, account_id, pack.meter, pack.source, pack.label, pack.priority, c0.start_ms,
+                             c0.end_ms, amount, overdraft=qty * pack.overdraft_limit, item=item, cycle_no=0)
+                await _entry(conn, account_id, "cycle_grant", gid, pack.meter, now, d_granted=amount, amount=amount,
+                             attrs={**base, "item": item, "quantity": qty}, key=idempotency_key)
+            for o in p.one_time_grants:
+                item = f"once:{o.id}"
+                # once per account: the id does not depend on the plan, so another plan of the product
+                # finds it taken; once per subscription: a new subscription would have a new start
+                gid = (f"{account_id}/{product}/{item}" if o.once_per == "account"
+                       else f"{account_id}/{product}/{item}/{plan}@{starts}")
+                forfeited_by = sorted(set(o.forfeit_when_purchased) & set(bought))
+                # bought together with a pack that forfeits it (FB3): granted and forfeited at once
+                expires = starts if forfeited_by else (starts + o.valid_days * DAY_MS if o.valid_days else 0)
+                if not await _grant(conn, gid, account_id, o.bucket, o.source, o.label, o.priority, starts, expires,
+                                    o.amount, item=item, cycle_no=None):
+                    continue  # already granted to this account once
+                await _entry(conn, account_id, "grant", gid, o.bucket, now, d_granted=o.amount, amount=o.amount,
+                             attrs={**base, "item": item, "once_per": o.once_per}, key=idempotency_key)
+                if forfeited_by:
+                    await _entry(conn, account_id, "forfeit", gid, o.bucket, now, amount=o.amount,
+                                 attrs={"item": item, "reason": "pack purchased", "packs": forfeited_by})
+            return "subscribed"
+
+        answer, replayed = await self.ledger.admin(account_id, idempotency_key, "subscribe", request_hash, now, body)
+        if not answer:
+            raise IdempotencyMismatch(idempotency_key)
+        if not replayed:
+            await self.rebuilder.rebuild(account_id)
+        return await self.get(account_id, replayed=replayed)
+
+    async def get(self, account_id: str, *, replayed: bool = False) -> SubscriptionInfo:
+        v.ident("account_id", account_id)
+        row = await self.ledger._call(lambda c: c.fetchrow(Q["get_subscription"], account_id))
+        if row is None:
+            raise NotFound("account_id", f"account {account_id!r} has no subscription")
+        return subscription_info(row, replayed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cycle end
+# ---------------------------------------------------------------------------------------------
+
+
+async def roll_cycle(conn: asyncpg.Connection, account_id: str, now_ms: int,
+                     catalogues: CatalogueSet | None) -> int | None:
+    """End the account's current cycle if it is due, in one transaction; the new cycle number or None.
+
+    Holds the subscription (SKIP LOCKED: another replica may have it) and then the account row, and
+    bumps the account's epoch: a mutation Redis decided against the old cycle is refused by the
+    ledger and decided again after a rebuild. Every entry is stamped at the boundary.
+    """
+    async with conn.transaction():
+        sub = await conn.fetchrow(Q["lock_due_subscription"], account_id, now_ms)
+        if sub is None:
+            return None
+        acct = await conn.fetchrow(Q["lock_account"], account_id)
+        cat = catalogues.get(sub["product"]) if catalogues is not None else None
+        plan = cat.plans.get(sub["plan"]) if cat is not None else None
+        iv = sub["interval"]
+        if cat is None or plan is None or iv not in plan.intervals:
+            raise CycleError(f"account {account_id!r}: {sub['product']}/{sub['plan']}/{iv} is not in the loaded "
+                             "catalogue; its cycle end waits")
+        k, b = sub["cycle_no"], sub["cycle_end_ms"]
+        end = cycles.cycle(iv, sub["anchor_at_ms"], acct["time_zone"], k + 1).end_ms
+        if end <= b:  # the time zone changed since the cycle started: continue from the boundary
+            end = cycles.current_cycle(iv, sub["anchor_at_ms"], acct["time_zone"], b).end_ms
+        rows = await conn.fetch(Q["cycle_grants"], account_id, k)
+        by_item: dict[str, list[asyncpg.Record]] = defaultdict(list)
+        for r in rows:
+            by_item[r["item"]].append(r)
+        base = {"product": sub["product"], "plan": sub["plan"], "interval": iv, "cycle": k + 1,
+                "catalogue_version": cat.version, "catalogue_hash": cat.content_hash}
+
+        async def forfeit(row: asyncpg.Record) -> None:
+            left = _remaining(row)
+            if left:
+                await _entry(conn, account_id, "forfeit", row["grant_id"], row["bucket"], b, amount=left,
+                             attrs={**base, "item": row["item"], "cycle": k})
+
+        async def carry(item: str, limit: int | None) -> None:
+            for i, row in enumerate(by_item.get(item, [])):
+                left = _remaining(row)
+                if left == 0:
+                    continue
+                if limit is not None and row["carries"] >= limit:
+                    await forfeit(row)
+                    continue
+                gid = f"{account_id}/{item}/{k + 1}/carry{i}"
+                attrs = {**base, "item": item, "from_grant": row["grant_id"], "to_grant": gid}
+                if left > 0:  # units left: the granted units move
+                    await _grant(conn, gid, account_id, row["bucket"], row["source"], row["label"], row["priority"],
+                                 b, end, left, overdraft=row["overdraft_limit"], item=item, cycle_no=k + 1,
+                                 carries=row["carries"] + 1)
+                    await conn.execute(Q["move_granted"], row["grant_id"], account_id, -left)
+                    await _entry(conn, account_id, "carry_over", row["grant_id"], row["bucket"], b,
+                                 d_granted=-left, amount=left, attrs=attrs)
+                    await _entry(conn, account_id, "carry_over", gid, row["bucket"], b, d_granted=left,
+                                 amount=left, attrs=attrs)
+                else:  # a debt: the used units beyond the grant move, so the new grant starts negative
+                    await _grant(conn, gid, account_id, row["bucket"], row["source"], row["label"], row["priority"],
+                                 b, end, 0, used=-left, overdraft=row["overdraft_limit"], item=item,
+                                 cycle_no=k + 1, carries=row["carries"] + 1)
+                    await conn.execute(Q["move_used"], row["grant_id"], account_id, left)
+                    await _entry(conn, account_id, "carry_over", row["grant_id"], row["bucket"], b,
+                                 d_used=left, amount=left, attrs=attrs)
+                    await _entry(conn, account_id, "carry_over", gid, row["bucket"], b, d_used=-left,
+                                 amount=left, attrs=attrs)
+
+        async def fresh(item: str, bucket: str, source: str, label: str, priority: int, amount: int,
+                        overdraft: int, **extra: Any) -> None:
+            gid = f"{account_id}/{item}/{k + 1}"
+            if await _grant(conn, gid, account_id, bucket, source, label, priority, b, end, amount,
+                            overdraft=overdraft, item=item, cycle_no=k + 1):
+                await _entry(conn, account_id, "cycle_grant", gid, bucket, b, d_granted=amount, amount=amount,
+                             attrs={**base, "item": item, **extra})
+
+        withheld = [w for w in (sub["withheld"] or ()) if any(g.id == w for g in plan.grants)]
+        for g in plan.grants:
+            item = f"plan:{g.id}"
+            rule = g.at_cycle_end
+            if rule == "reset_withheld_while_negative":
+                debts = {}
+                for name in g.withheld_by:
+                    left = sum(_remaining(r) for r in by_item.get(_item_of(plan, name), []))
+                    if left < 0:
+                        debts[name] = left
+                if debts:
+                    for row in by_item.get(item, []):
+                        await forfeit(row)
+                    amount = g.amount_for(iv)
+                    await _entry(conn, account_id, "reset_withheld", None, g.bucket, b, amount=amount,
+                                 attrs={**base, "item": item, "grant_id": f"{account_id}/{item}/{k + 1}",
+                                        "debts": debts})
+                    if g.id not in withheld:
+                        withheld.append(g.id)
+                    continue
+                if g.id in withheld:
+                    withheld.remove(g.id)
+                rule = "reset"
+            if rule == "carry_over":
+                await carry(item, g.carry_over_cycles)
+            else:
+                for row in by_item.get(item, []):
+                    await forfeit(row)
+            if rule != "expire":
+                await fresh(item, g.bucket, g.source, g.label, g.priority, g.amount_for(iv), g.overdraft_limit)
+        for name, qty in sorted(dict(sub["packs"] or {}).items()):
+            pack = cat.packs.get(name)
+            item = f"pack:{name}"
+            if pack is None:
+                log.warning("pack no longer in the catalogue", extra={"account_id": account_id, "pack": name})
+                continue
+            if pack.at_cycle_end == "carry_over":
+                await carry(item, pack.carry_over_cycles)
+            else:
+                for row in by_item.get(item, []):
+                    await forfeit(row)
+            if pack.recurrence == "every_cycle" and iv in pack.amount:  # FB6: renewed every cycle
+                await fresh(item, pack.meter, pack.source, pack.label, pack.priority, qty * pack.amount[iv],
+                            qty * pack.overdraft_limit, quantity=qty)
+        await conn.execute(Q["next_cycle"], account_id, k + 1, b, end, withheld, cat.version, cat.content_hash)
+        await conn.execute("UPDATE accounts SET epoch = epoch + 1 WHERE account_id = $1", account_id)
+        return int(k + 1)
+
+
+async def release_withheld(conn: asyncpg.Connection, sub: asyncpg.Record, catalogues: CatalogueSet | None,
+                           top_up_grant_id: str, bucket: str, now_ms: int) -> None:
+    """QA3c: a top-up pays the debt that withholds a reset and, once it is paid, releases the reset.
+
+    Runs in the top-up's transaction, with the subscription row already locked. The top-up grant
+    pays each negative grant named in ``withheld_by`` (``settle`` rows: the debt's used units move to
+    the top-up); when none of them is negative any more, the withheld grant is created for the rest
+    of the current cycle (``reset_released``).
+    """
+    withheld = list(sub["withheld"] or ())
+    cat = catalogues.get(sub["product"]) if catalogues is not None else None
+    plan = cat.plans.get(sub["plan"]) if cat is not None else None
+    if not withheld or plan is None:
+        return
+    account_id, k, iv = sub["account_id"], sub["cycle_no"], sub["interval"]
+    rows = [dict(r) for r in await conn.fetch(Q["cycle_grants"], account_id, k)]
+    top = await conn.fetchrow(Q["get_grant"], top_up_grant_id, account_id)
+    available = _remaining(top) if top is not None and top["starts_at_ms"] <= now_ms else 0
+    changed = False
+    for g in plan.grants:
+        if g.id not in withheld or g.bucket != bucket:
+            continue
+        items = {_item_of(plan, name) for name in g.withheld_by}
+        for row in rows:
+            debt = -_remaining(row)
+            if row["item"] not in items or debt <= 0 or available <= 0:
+                continue
+            paid = min(debt, available)
+            await conn.execute(Q["move_used"], row["grant_id"], account_id, -paid)
+            await conn.execute(Q["move_used"], top_up_grant_id, account_id, paid)
+            attrs = {"item": row["item"], "from_grant": top_up_grant_id, "to_grant": row["grant_id"]}
+            await _entry(conn, account_id, "settle", row["grant_id"], bucket, now_ms, d_used=-paid, amount=paid,
+                         attrs=attrs)
+            await _entry(conn, account_id, "settle", top_up_grant_id, bucket, now_ms, d_used=paid, amount=paid,
+                         attrs=attrs)
+            row["used"] -= paid
+            available -= paid
+        if any(sum(_remaining(r) for r in rows if r["item"] == it) < 0 for it in items):
+            continue  # still in debt: the reset stays withheld
+        item = f"plan:{g.id}"
+        gid = f"{account_id}/{item}/{k}"
+        amount = g.amount_for(iv)
+        if await _grant(conn, gid, account_id, g.bucket, g.source, g.label, g.priority, now_ms,
+                        sub["cycle_end_ms"], amount, overdraft=g.overdraft_limit, item=item, cycle_no=k):
+            await _entry(conn, account_id, "reset_released", gid, g.bucket, now_ms, d_granted=amount, amount=amount,
+                         attrs={"product": sub["product"], "plan": sub["plan"], "interval": iv, "cycle": k,
+                                "item": item, "paid_by": top_up_grant_id})
+        withheld.remove(g.id)
+        changed = True
+    if changed:
+        await conn.execute(Q["set_withheld"], account_id, withheld)
