@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import hypothesis  # noqa: F401  imported at start: a first import at the session's end trips a CPython 3.11 compiler bug
 import pytest
+import pytest_timeout
 from quota_client import AsyncQuotaClient, MeterPolicy
 
 from quota_service import embedded
@@ -17,6 +20,29 @@ from quota_service.domain.clock import ManualClock
 from quota_service.server import QuotaServer
 from quota_service.settings import Settings
 from tests.support import backends
+
+
+_dump_thread_stacks = pytest_timeout.dump_stacks
+
+
+def _dump_stacks_and_tasks(terminal: object) -> None:
+    """On a test timeout, show where every asyncio task waits, not only the threads (which show
+    nothing but the event loop's select)."""
+    _dump_thread_stacks(terminal)
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        return
+    for task in asyncio.all_tasks(loop):
+        out = io.StringIO()
+        out.write(f"{task!r}\n")
+        for frame in task.get_stack():
+            code = frame.f_code
+            out.write(f"  {code.co_filename}:{frame.f_lineno} in {code.co_name}\n")
+        terminal.sep("~", f"task {task.get_name()}")  # type: ignore[attr-defined]
+        terminal.write(out.getvalue())  # type: ignore[attr-defined]
+
+
+pytest_timeout.dump_stacks = _dump_stacks_and_tasks
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,17 @@ from quota_service.errors import StorageError
 log = logging.getLogger(__name__)
 
 
+async def cancel_and_wait(task: asyncio.Task[None], every_s: float = 1.0) -> None:
+    """Cancel `task` and wait until it has ended. The cancellation is repeated every `every_s`:
+    on Python 3.11 asyncio.wait_for may swallow a cancellation that arrives as its inner call
+    completes, and the task would then run on."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every_s)
+    with contextlib.suppress(asyncio.CancelledError):
+        task.result()
+
+
 class Periodic(ABC):
     """Runs run_once() every interval_s seconds until stopped; tests await wait_for_pass()."""
 
@@ -22,6 +33,7 @@ class Periodic(ABC):
         self._passes = 0
         self._pass_done = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @abstractmethod
     async def run_once(self) -> list[str]:
@@ -38,16 +50,16 @@ class Periodic(ABC):
             await self._pass_done.wait_for(lambda: self._passes >= target)
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._loop(), name=self.name)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.run_once()
             except StorageError as exc:

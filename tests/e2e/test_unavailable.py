@@ -13,9 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import grpc
@@ -29,7 +27,7 @@ from quota_service.server import SERVICE_NAME, QuotaServer
 
 from tests import conftest
 from tests.conftest import make_account
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy, postgres_proxy
 
 METER = "ai_dialog"
 UNITS = 10
@@ -37,41 +35,6 @@ CLIENT_TIMEOUT_S = 3.0
 SLACK_S = 0.5  # scheduling and channel set-up on top of the client's own deadline
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-class UnixTargetProxy(TcpProxy):
-    """Listens on TCP, forwards to a unix socket (Postgres with a ?host=/dir DSN)."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__("", 0)
-        self.path = path
-
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_unix_connection(self.path)
-
-
-async def postgres_proxy(dsn: str) -> tuple[TcpProxy, str]:
-    """A started proxy in front of the Postgres of `dsn`, and the DSN that goes through it."""
-    parts = urlsplit(dsn)
-    query = parse_qsl(parts.query)
-    params = dict(query)
-    socket_dir = params.get("host", "")
-    port = int(params.get("port") or parts.port or 5432)
-    proxy: TcpProxy
-    if socket_dir.startswith("/"):
-        path = Path(socket_dir) / f".s.PGSQL.{port}"
-        if not path.exists():  # the port is not in the DSN: take the one socket there is
-            found = sorted(Path(socket_dir).glob(".s.PGSQL.*[0-9]"))
-            assert found, f"no Postgres socket in {socket_dir}"
-            path = found[0]
-        proxy = UnixTargetProxy(str(path))
-    else:
-        proxy = TcpProxy(parts.hostname or "127.0.0.1", port)
-    await proxy.start()
-    userinfo = parts.netloc.rpartition("@")[0]
-    netloc = (userinfo + "@" if userinfo else "") + f"127.0.0.1:{proxy.port}"
-    rest = urlencode([(k, v) for k, v in query if k not in ("host", "port")])
-    return proxy, urlunsplit((parts.scheme, netloc, parts.path, rest, ""))
 
 
 @dataclass

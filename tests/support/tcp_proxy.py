@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
 class TcpProxy:
@@ -16,6 +18,8 @@ class TcpProxy:
         self._conns: set[asyncio.StreamWriter] = set()
         self.accepting = True
         self.hanging = False  # connections stay open but every byte is lost (a partition, not a refusal)
+        self.dropped: list[bytes] = []  # what was lost while hanging, client->server, in order
+        self._dropped_event = asyncio.Event()
         # called with each chunk client->server; return False to drop the connection instead
         self.on_upstream: Callable[[bytes], bool] | None = None
 
@@ -28,17 +32,25 @@ class TcpProxy:
         if not self.accepting:
             writer.close()
             return
+        self._conns.add(writer)
         try:
             up_reader, up_writer = await self._connect()
         except OSError:
             writer.close()
+            self._conns.discard(writer)
             return
-        self._conns.update((writer, up_writer))
+        if writer not in self._conns:  # cut while connecting upstream
+            up_writer.close()
+            return
+        self._conns.add(up_writer)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
             try:
                 while data := await src.read(65536):
                     if self.hanging:
+                        if upstream:
+                            self.dropped.append(data)
+                            self._dropped_event.set()
                         continue
                     if upstream and self.on_upstream is not None and not self.on_upstream(data):
                         dst.write(data)  # the server gets the bytes; the client never hears back
@@ -61,6 +73,17 @@ class TcpProxy:
         """The upstream connection (a subclass may reach a unix socket instead)."""
         return await asyncio.open_connection(*self.target)
 
+    async def wait_dropped(self, predicate: Callable[[bytes], bool]) -> None:
+        """Return once a chunk the client sent while hanging satisfies `predicate`."""
+        seen = 0
+        while True:
+            for chunk in self.dropped[seen:]:
+                if predicate(chunk):
+                    return
+            seen = len(self.dropped)
+            self._dropped_event.clear()
+            await self._dropped_event.wait()
+
     def hang(self) -> None:
         self.hanging = True
 
@@ -82,3 +105,38 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+class UnixTargetProxy(TcpProxy):
+    """Listens on TCP, forwards to a unix socket (Postgres with a ?host=/dir DSN)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("", 0)
+        self.path = path
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_unix_connection(self.path)
+
+
+async def postgres_proxy(dsn: str) -> tuple[TcpProxy, str]:
+    """A started proxy in front of the Postgres of `dsn`, and the DSN that goes through it."""
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query)
+    params = dict(query)
+    socket_dir = params.get("host", "")
+    port = int(params.get("port") or parts.port or 5432)
+    proxy: TcpProxy
+    if socket_dir.startswith("/"):
+        path = Path(socket_dir) / f".s.PGSQL.{port}"
+        if not path.exists():  # the port is not in the DSN: take the one socket there is
+            found = sorted(Path(socket_dir).glob(".s.PGSQL.*[0-9]"))
+            assert found, f"no Postgres socket in {socket_dir}"
+            path = found[0]
+        proxy = UnixTargetProxy(str(path))
+    else:
+        proxy = TcpProxy(parts.hostname or "127.0.0.1", port)
+    await proxy.start()
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (userinfo + "@" if userinfo else "") + f"127.0.0.1:{proxy.port}"
+    rest = urlencode([(k, v) for k, v in query if k not in ("host", "port")])
+    return proxy, urlunsplit((parts.scheme, netloc, parts.path, rest, ""))

@@ -9,7 +9,6 @@ wait on each other's row locks (no deadlocks between writers).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import zlib
@@ -18,6 +17,7 @@ from typing import Any
 
 from quota_service import telemetry
 from quota_service.errors import StorageError, Unavailable
+from quota_service.periodic import cancel_and_wait
 from quota_service.storage.postgres import ApplyResult
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,4 @@ class GroupCommitter:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         for w in self._writers:
-            w.cancel()
-        for w in self._writers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await w
+            await cancel_and_wait(w)

@@ -111,8 +111,7 @@ class PostgresLedger:
     async def _call(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         for attempt in range(5):
             try:
-                async with self.pool.acquire(timeout=self.timeout_s) as conn:
-                    return await fn(conn)
+                return await self._on_connection(fn)
             except _RETRYABLE:
                 if attempt == 4:
                     raise
@@ -120,6 +119,30 @@ class PostgresLedger:
             except _UNREACHABLE as exc:
                 raise StorageError(f"postgres: {exc!r}") from exc
         raise AssertionError("unreachable")
+
+    async def _on_connection(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `fn` on a pooled connection. A connection whose call ended in anything but an answer
+        from the server (a timeout, a cancelled caller, a broken socket) is closed, not returned:
+        asyncpg would first wait for its cancel request, which a partitioned server never answers,
+        and the pool would lose the connection for good."""
+        conn = await self.pool.acquire(timeout=self.timeout_s)
+        try:
+            result = await fn(conn)
+        except asyncpg.PostgresError:
+            await self.pool.release(conn, timeout=self.timeout_s)
+            raise
+        except BaseException:
+            conn.terminate()
+            await self.pool.release(conn)
+            raise
+        await self.pool.release(conn, timeout=self.timeout_s)
+        return result
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        return await self._call(lambda c: c.fetchrow(query, *args))
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._call(lambda c: c.fetchval(query, *args))
 
     async def migrate(self) -> list[int]:
         return await self._call(migrate)
@@ -231,4 +254,9 @@ class PostgresLedger:
             return False
 
     async def close(self) -> None:
-        await self.pool.close()
+        """Close the pool, waiting at most the backend timeout for connections in use."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self.pool.close()
+        except TimeoutError:
+            self.pool.terminate()
