@@ -138,8 +138,10 @@ class AsyncQuotaClient:
                                 idempotency_key=idempotency_key or new_key())
         return Decision.from_pb(await self._call(self._rpc("Release"), req, timeout_s))
 
-    async def balance(self, account_id: str, meter: str = "", *, timeout_s: float | None = None) -> Balance:
-        req = pb.GetBalanceRequest(account_id=account_id, meter=meter)
+    async def balance(self, account_id: str, meter: str = "", *, as_of_ms: int = 0,
+                      timeout_s: float | None = None) -> Balance:
+        """The live balance, or with as_of_ms the balance at that past time, from the ledger (R6)."""
+        req = pb.GetBalanceRequest(account_id=account_id, meter=meter, as_of_ms=as_of_ms)
         return Balance.from_pb(await self._call(self._rpc("GetBalance"), req, timeout_s))
 
     async def top_up(self, account_id: str, amount: int, *, meter: str = "", currency: str = "",
@@ -182,6 +184,69 @@ class AsyncQuotaClient:
         """The account's subscription and current cycle (QuotaClientError NOT_FOUND when it has none)."""
         req = pb.GetSubscriptionRequest(account_id=account_id)
         return Subscription.from_pb(await self._call(self._rpc("GetSubscription"), req, timeout_s))
+
+    # -- reports: they answer protobuf messages (quota.v1.quota_pb2), documented in the .proto --------
+
+    async def usage(self, account_id: str, *, from_ms: int = 0, to_ms: int = 0, meter: str = "",
+                    attributes: Mapping[str, str] | None = None, page_size: int = 0, page_token: str = "",
+                    timeout_s: float | None = None) -> pb.UsagePage:
+        """One page of usage rows, newest first; pass .next_page_token back for the next (R2)."""
+        req = pb.ListUsageRequest(filter=_usage_filter(account_id, from_ms, to_ms, meter, attributes),
+                                  page_size=page_size, page_token=page_token)
+        page: pb.UsagePage = await self._call(self._rpc("ListUsage"), req, timeout_s)
+        return page
+
+    async def export_usage(self, account_id: str, out: Any, *, from_ms: int = 0, to_ms: int = 0, meter: str = "",
+                           attributes: Mapping[str, str] | None = None, attribute_columns: tuple[str, ...] = (),
+                           timeout_s: float = 300.0) -> int:
+        """Stream the usage CSV into the binary file `out`, chunk by chunk; returns the data rows written (R3).
+        Not retried: a failed export is started again by the caller."""
+        req = pb.ExportUsageRequest(filter=_usage_filter(account_id, from_ms, to_ms, meter, attributes),
+                                    attribute_columns=list(attribute_columns))
+        rows = 0
+        try:
+            async for chunk in self._stub.ExportUsage(req, timeout=timeout_s, metadata=self._metadata):
+                out.write(chunk.csv)
+                rows += chunk.rows
+        except aio.AioRpcError as exc:
+            raise QuotaClientError(exc.code(), exc.details() or "") from exc
+        return rows
+
+    async def trend(self, account_id: str, *, from_ms: int = 0, to_ms: int = 0, meter: str = "", group_by: str = "",
+                    granularity: str = "day", timeout_s: float | None = None) -> pb.Trend:
+        """Usage per day (or hour) in the account's time zone, zeros included; at most 92 days (R3, QC8)."""
+        req = pb.GetTrendRequest(account_id=account_id, from_ms=from_ms, to_ms=to_ms, meter=meter,
+                                 group_by=group_by, granularity=granularity)
+        trend: pb.Trend = await self._call(self._rpc("GetTrend"), req, timeout_s)
+        return trend
+
+    async def transactions(self, account_id: str, *, from_ms: int = 0, to_ms: int = 0, kinds: tuple[str, ...] = (),
+                           page_size: int = 0, page_token: str = "",
+                           timeout_s: float | None = None) -> pb.TransactionPage:
+        """Top-ups, purchases, cycle grants, carry-overs, forfeits, settlements, with labels (R4)."""
+        req = pb.ListTransactionsRequest(account_id=account_id, from_ms=from_ms, to_ms=to_ms, kinds=list(kinds),
+                                         page_size=page_size, page_token=page_token)
+        page: pb.TransactionPage = await self._call(self._rpc("ListTransactions"), req, timeout_s)
+        return page
+
+    async def statement(self, account_id: str, cycle: int = -1, *, timeout_s: float | None = None) -> pb.Statement:
+        """What one subscription cycle billed (R5); cycle -1 = the current one."""
+        req = pb.GetStatementRequest(account_id=account_id, cycle=cycle)
+        st: pb.Statement = await self._call(self._rpc("GetStatement"), req, timeout_s)
+        return st
+
+    async def accounts(self, org_id: str, *, page_size: int = 0, page_token: str = "",
+                       timeout_s: float | None = None) -> pb.AccountPage:
+        """Every account of an organization with plan, status, balance and cycle end (KB5)."""
+        req = pb.ListAccountsRequest(org_id=org_id, page_size=page_size, page_token=page_token)
+        page: pb.AccountPage = await self._call(self._rpc("ListAccounts"), req, timeout_s)
+        return page
+
+
+def _usage_filter(account_id: str, from_ms: int, to_ms: int, meter: str,
+                  attributes: Mapping[str, str] | None) -> pb.UsageFilter:
+    return pb.UsageFilter(account_id=account_id, from_ms=from_ms, to_ms=to_ms, meter=meter,
+                          attributes=dict(attributes or {}))
 
 
 class QuotaClient:

@@ -15,17 +15,22 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from quota_service.errors import QuotaError
+
+if TYPE_CHECKING:
+    from quota_service.storage.postgres import PostgresLedger
 
 ROLES = ("enforce", "read", "admin")
 # the role each RPC needs; admin may do everything
 METHOD_ROLES = {
     "Reserve": "enforce", "Commit": "enforce", "Release": "enforce", "Consume": "enforce",
     "Check": "enforce", "ReserveBatch": "enforce", "ReserveStream": "enforce",
-    "GetBalance": "read", "GetSubscription": "read",
+    "GetBalance": "read", "GetSubscription": "read", "ListUsage": "read", "ExportUsage": "read", "GetTrend": "read",
+    "ListTransactions": "read", "GetStatement": "read", "ListAccounts": "read",
     "TopUp": "admin", "CreateAccount": "admin", "SetAccountStatus": "admin", "Subscribe": "admin",
 }
 
@@ -88,8 +93,8 @@ async def revoke_key(conn: asyncpg.Connection, key_id: str) -> bool:
 class KeyStore:
     """Verifies keys against Postgres, with a short cache; resolves account organizations."""
 
-    def __init__(self, pool: asyncpg.Pool, cache_s: float) -> None:
-        self.pool = pool
+    def __init__(self, ledger: PostgresLedger, cache_s: float) -> None:
+        self.ledger = ledger
         self.cache_s = cache_s
         self._keys: dict[str, tuple[float, Principal | None, str]] = {}
         self._orgs: dict[str, tuple[float, str]] = {}
@@ -99,8 +104,8 @@ class KeyStore:
         now = time.monotonic()
         hit = self._keys.get(key_id)
         if hit is None or hit[0] < now:
-            row = await self.pool.fetchrow("SELECT secret_hash, roles, accounts, orgs FROM api_keys "
-                                           "WHERE key_id = $1 AND revoked_at IS NULL", key_id)
+            row = await self.ledger.fetchrow("SELECT secret_hash, roles, accounts, orgs FROM api_keys "
+                                             "WHERE key_id = $1 AND revoked_at IS NULL", key_id)
             principal = None if row is None else Principal(key_id, frozenset(row["roles"]),
                                                            frozenset(row["accounts"]), frozenset(row["orgs"]))
             hit = (now + self.cache_s, principal, row["secret_hash"] if row else "")
@@ -114,8 +119,8 @@ class KeyStore:
         now = time.monotonic()
         hit = self._orgs.get(account_id)
         if hit is None or hit[0] < now:
-            org = await self.pool.fetchval("SELECT COALESCE(org_id, '') FROM accounts WHERE account_id = $1",
-                                           account_id)
+            org = await self.ledger.fetchval("SELECT COALESCE(org_id, '') FROM accounts WHERE account_id = $1",
+                                             account_id)
             hit = (now + self.cache_s, org or "")
             self._orgs[account_id] = hit
         return hit[1]
@@ -129,3 +134,9 @@ class KeyStore:
             if org and org in principal.orgs:
                 return
         raise PermissionDenied(f"account_id: {account_id!r} is outside this API key's scope")
+
+    def check_org(self, principal: Principal, org_id: str) -> None:
+        """Raise PermissionDenied unless the whole organization is in scope (or the key sees every account)."""
+        if "*" in principal.accounts or org_id in principal.orgs:
+            return
+        raise PermissionDenied(f"org_id: {org_id!r} is outside this API key's scope")

@@ -22,6 +22,7 @@ from quota_service.cycler import Cycler
 from quota_service.domain.clock import Clock, SystemClock
 from quota_service.errors import SettingsError
 from quota_service.hotpath import HotPath, Rebuilder
+from quota_service.reports import AccountReports, UsageReports
 from quota_service.settings import Settings
 from quota_service.storage import redis_store
 from quota_service.storage.group_commit import GroupCommitter
@@ -73,7 +74,7 @@ class QuotaServer:
         self.sweeper = Sweeper(self.ledger, self.store, self.clock, s.sweep_interval_ms / 1000)
         self.cycler = Cycler(self.ledger, self.rebuilder, self.clock, self.catalogues, s.sweep_interval_ms / 1000)
 
-        self.keys = auth.KeyStore(self.ledger.pool, s.auth_cache_s) if s.auth else None
+        self.keys = auth.KeyStore(self.ledger, s.auth_cache_s) if s.auth else None
         self.budgets = Budgets(rate_per_s=s.rate_limit_rps, burst=s.rate_limit_burst or 2 * s.rate_limit_rps,
                                max_in_flight=s.max_in_flight_per_caller)
         self.server = aio.server(
@@ -84,7 +85,9 @@ class QuotaServer:
                      ("grpc.so_reuseport", 0)],
         )
         quota_pb2_grpc.add_QuotaServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            QuotaServicer(self.hot, self.admin, self.keys, self.subscriptions), self.server)
+            QuotaServicer(self.hot, self.admin, self.keys, self.subscriptions,
+                          UsageReports(self.ledger, self.clock, self.catalogues),
+                          AccountReports(self.ledger, self.clock, self.catalogues)), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

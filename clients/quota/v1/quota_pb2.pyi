@@ -206,12 +206,14 @@ class Decision(_message.Message):
     def __init__(self, status: _Optional[_Union[DecisionStatus, str]] = ..., reason: _Optional[_Union[DenyReason, str]] = ..., action: _Optional[_Union[ExhaustedAction, str]] = ..., reservation_id: _Optional[str] = ..., amount: _Optional[int] = ..., remaining: _Optional[int] = ..., remaining_pct: _Optional[float] = ..., dedup_hit: _Optional[bool] = ..., overage_minor: _Optional[int] = ..., overage_currency: _Optional[str] = ..., alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., parts: _Optional[_Iterable[_Union[GrantPart, _Mapping]]] = ..., replayed: _Optional[bool] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
 
 class GetBalanceRequest(_message.Message):
-    __slots__ = ("account_id", "meter")
+    __slots__ = ("account_id", "meter", "as_of_ms")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     METER_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_MS_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     meter: str
-    def __init__(self, account_id: _Optional[str] = ..., meter: _Optional[str] = ...) -> None: ...
+    as_of_ms: int
+    def __init__(self, account_id: _Optional[str] = ..., meter: _Optional[str] = ..., as_of_ms: _Optional[int] = ...) -> None: ...
 
 class GrantBalance(_message.Message):
     __slots__ = ("grant_id", "bucket", "source", "priority", "granted", "used", "held", "remaining", "overdraft_limit", "starts_at_ms", "expires_at_ms", "label")
@@ -436,3 +438,275 @@ class Subscription(_message.Message):
     withheld: _containers.RepeatedScalarFieldContainer[str]
     replayed: bool
     def __init__(self, account_id: _Optional[str] = ..., product: _Optional[str] = ..., plan: _Optional[str] = ..., interval: _Optional[str] = ..., catalogue_version: _Optional[int] = ..., catalogue_hash: _Optional[str] = ..., packs: _Optional[_Mapping[str, int]] = ..., anchor_at_ms: _Optional[int] = ..., cycle: _Optional[int] = ..., cycle_start_ms: _Optional[int] = ..., cycle_end_ms: _Optional[int] = ..., status: _Optional[str] = ..., withheld: _Optional[_Iterable[str]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class UsageFilter(_message.Message):
+    __slots__ = ("account_id", "from_ms", "to_ms", "meter", "attributes")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    TO_MS_FIELD_NUMBER: _ClassVar[int]
+    METER_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    from_ms: int
+    to_ms: int
+    meter: str
+    attributes: _containers.ScalarMap[str, str]
+    def __init__(self, account_id: _Optional[str] = ..., from_ms: _Optional[int] = ..., to_ms: _Optional[int] = ..., meter: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ListUsageRequest(_message.Message):
+    __slots__ = ("filter", "page_size", "page_token")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    filter: UsageFilter
+    page_size: int
+    page_token: str
+    def __init__(self, filter: _Optional[_Union[UsageFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class UsageRow(_message.Message):
+    __slots__ = ("entry_id", "account_id", "occurred_at_ms", "meter", "bucket", "grant_id", "kind", "amount", "running_used", "attributes", "idempotency_key")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    METER_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_USED_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    entry_id: int
+    account_id: str
+    occurred_at_ms: int
+    meter: str
+    bucket: str
+    grant_id: str
+    kind: str
+    amount: int
+    running_used: int
+    attributes: _containers.ScalarMap[str, str]
+    idempotency_key: str
+    def __init__(self, entry_id: _Optional[int] = ..., account_id: _Optional[str] = ..., occurred_at_ms: _Optional[int] = ..., meter: _Optional[str] = ..., bucket: _Optional[str] = ..., grant_id: _Optional[str] = ..., kind: _Optional[str] = ..., amount: _Optional[int] = ..., running_used: _Optional[int] = ..., attributes: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class UsagePage(_message.Message):
+    __slots__ = ("rows", "next_page_token")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    next_page_token: str
+    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ExportUsageRequest(_message.Message):
+    __slots__ = ("filter", "attribute_columns")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTE_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    filter: UsageFilter
+    attribute_columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, filter: _Optional[_Union[UsageFilter, _Mapping]] = ..., attribute_columns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExportChunk(_message.Message):
+    __slots__ = ("csv", "rows")
+    CSV_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    csv: bytes
+    rows: int
+    def __init__(self, csv: _Optional[bytes] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class GetTrendRequest(_message.Message):
+    __slots__ = ("account_id", "from_ms", "to_ms", "meter", "group_by", "granularity")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    TO_MS_FIELD_NUMBER: _ClassVar[int]
+    METER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    GRANULARITY_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    from_ms: int
+    to_ms: int
+    meter: str
+    group_by: str
+    granularity: str
+    def __init__(self, account_id: _Optional[str] = ..., from_ms: _Optional[int] = ..., to_ms: _Optional[int] = ..., meter: _Optional[str] = ..., group_by: _Optional[str] = ..., granularity: _Optional[str] = ...) -> None: ...
+
+class TrendPoint(_message.Message):
+    __slots__ = ("start_ms", "label", "amount", "events")
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    start_ms: int
+    label: str
+    amount: int
+    events: int
+    def __init__(self, start_ms: _Optional[int] = ..., label: _Optional[str] = ..., amount: _Optional[int] = ..., events: _Optional[int] = ...) -> None: ...
+
+class TrendSeries(_message.Message):
+    __slots__ = ("meter", "group", "points")
+    METER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    meter: str
+    group: str
+    points: _containers.RepeatedCompositeFieldContainer[TrendPoint]
+    def __init__(self, meter: _Optional[str] = ..., group: _Optional[str] = ..., points: _Optional[_Iterable[_Union[TrendPoint, _Mapping]]] = ...) -> None: ...
+
+class Trend(_message.Message):
+    __slots__ = ("time_zone", "series")
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    time_zone: str
+    series: _containers.RepeatedCompositeFieldContainer[TrendSeries]
+    def __init__(self, time_zone: _Optional[str] = ..., series: _Optional[_Iterable[_Union[TrendSeries, _Mapping]]] = ...) -> None: ...
+
+class ListTransactionsRequest(_message.Message):
+    __slots__ = ("account_id", "from_ms", "to_ms", "kinds", "page_size", "page_token")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    TO_MS_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    from_ms: int
+    to_ms: int
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    page_size: int
+    page_token: str
+    def __init__(self, account_id: _Optional[str] = ..., from_ms: _Optional[int] = ..., to_ms: _Optional[int] = ..., kinds: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class Transaction(_message.Message):
+    __slots__ = ("entry_id", "occurred_at_ms", "kind", "grant_id", "bucket", "amount", "source", "label", "idempotency_key")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    entry_id: int
+    occurred_at_ms: int
+    kind: str
+    grant_id: str
+    bucket: str
+    amount: int
+    source: str
+    label: str
+    idempotency_key: str
+    def __init__(self, entry_id: _Optional[int] = ..., occurred_at_ms: _Optional[int] = ..., kind: _Optional[str] = ..., grant_id: _Optional[str] = ..., bucket: _Optional[str] = ..., amount: _Optional[int] = ..., source: _Optional[str] = ..., label: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class TransactionPage(_message.Message):
+    __slots__ = ("transactions", "next_page_token")
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    transactions: _containers.RepeatedCompositeFieldContainer[Transaction]
+    next_page_token: str
+    def __init__(self, transactions: _Optional[_Iterable[_Union[Transaction, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetStatementRequest(_message.Message):
+    __slots__ = ("account_id", "cycle")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    cycle: int
+    def __init__(self, account_id: _Optional[str] = ..., cycle: _Optional[int] = ...) -> None: ...
+
+class StatementLine(_message.Message):
+    __slots__ = ("bucket", "opening", "granted", "used", "forfeited", "closing", "overage_units", "overage_minor", "overage_currency")
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    OPENING_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    FORFEITED_FIELD_NUMBER: _ClassVar[int]
+    CLOSING_FIELD_NUMBER: _ClassVar[int]
+    OVERAGE_UNITS_FIELD_NUMBER: _ClassVar[int]
+    OVERAGE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    OVERAGE_CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    bucket: str
+    opening: int
+    granted: int
+    used: int
+    forfeited: int
+    closing: int
+    overage_units: int
+    overage_minor: int
+    overage_currency: str
+    def __init__(self, bucket: _Optional[str] = ..., opening: _Optional[int] = ..., granted: _Optional[int] = ..., used: _Optional[int] = ..., forfeited: _Optional[int] = ..., closing: _Optional[int] = ..., overage_units: _Optional[int] = ..., overage_minor: _Optional[int] = ..., overage_currency: _Optional[str] = ...) -> None: ...
+
+class Statement(_message.Message):
+    __slots__ = ("account_id", "product", "plan", "cycle", "cycle_start_ms", "cycle_end_ms", "closed", "lines", "transactions")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_START_MS_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_END_MS_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    product: str
+    plan: str
+    cycle: int
+    cycle_start_ms: int
+    cycle_end_ms: int
+    closed: bool
+    lines: _containers.RepeatedCompositeFieldContainer[StatementLine]
+    transactions: _containers.RepeatedCompositeFieldContainer[Transaction]
+    def __init__(self, account_id: _Optional[str] = ..., product: _Optional[str] = ..., plan: _Optional[str] = ..., cycle: _Optional[int] = ..., cycle_start_ms: _Optional[int] = ..., cycle_end_ms: _Optional[int] = ..., closed: _Optional[bool] = ..., lines: _Optional[_Iterable[_Union[StatementLine, _Mapping]]] = ..., transactions: _Optional[_Iterable[_Union[Transaction, _Mapping]]] = ...) -> None: ...
+
+class ListAccountsRequest(_message.Message):
+    __slots__ = ("org_id", "page_size", "page_token")
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    org_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, org_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class AccountOverview(_message.Message):
+    __slots__ = ("account_id", "org_id", "status", "product", "plan", "interval", "cycle_end_ms", "meters", "next_expiry_ms")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_END_MS_FIELD_NUMBER: _ClassVar[int]
+    METERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_EXPIRY_MS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    org_id: str
+    status: AccountStatus
+    product: str
+    plan: str
+    interval: str
+    cycle_end_ms: int
+    meters: _containers.RepeatedCompositeFieldContainer[MeterBalance]
+    next_expiry_ms: int
+    def __init__(self, account_id: _Optional[str] = ..., org_id: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., product: _Optional[str] = ..., plan: _Optional[str] = ..., interval: _Optional[str] = ..., cycle_end_ms: _Optional[int] = ..., meters: _Optional[_Iterable[_Union[MeterBalance, _Mapping]]] = ..., next_expiry_ms: _Optional[int] = ...) -> None: ...
+
+class AccountPage(_message.Message):
+    __slots__ = ("accounts", "next_page_token")
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[AccountOverview]
+    next_page_token: str
+    def __init__(self, accounts: _Optional[_Iterable[_Union[AccountOverview, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

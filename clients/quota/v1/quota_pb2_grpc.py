@@ -99,6 +99,36 @@ class QuotaServiceStub:
                 request_serializer=quota_dot_v1_dot_quota__pb2.StreamReserveRequest.SerializeToString,
                 response_deserializer=quota_dot_v1_dot_quota__pb2.ItemResult.FromString,
                 _registered_method=True)
+        self.ListUsage = channel.unary_unary(
+                '/quota.v1.QuotaService/ListUsage',
+                request_serializer=quota_dot_v1_dot_quota__pb2.ListUsageRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.UsagePage.FromString,
+                _registered_method=True)
+        self.ExportUsage = channel.unary_stream(
+                '/quota.v1.QuotaService/ExportUsage',
+                request_serializer=quota_dot_v1_dot_quota__pb2.ExportUsageRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.ExportChunk.FromString,
+                _registered_method=True)
+        self.GetTrend = channel.unary_unary(
+                '/quota.v1.QuotaService/GetTrend',
+                request_serializer=quota_dot_v1_dot_quota__pb2.GetTrendRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.Trend.FromString,
+                _registered_method=True)
+        self.ListTransactions = channel.unary_unary(
+                '/quota.v1.QuotaService/ListTransactions',
+                request_serializer=quota_dot_v1_dot_quota__pb2.ListTransactionsRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.TransactionPage.FromString,
+                _registered_method=True)
+        self.GetStatement = channel.unary_unary(
+                '/quota.v1.QuotaService/GetStatement',
+                request_serializer=quota_dot_v1_dot_quota__pb2.GetStatementRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.Statement.FromString,
+                _registered_method=True)
+        self.ListAccounts = channel.unary_unary(
+                '/quota.v1.QuotaService/ListAccounts',
+                request_serializer=quota_dot_v1_dot_quota__pb2.ListAccountsRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.AccountPage.FromString,
+                _registered_method=True)
 
 
 class QuotaServiceServicer:
@@ -199,6 +229,50 @@ class QuotaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListUsage(self, request, context):
+        """Reports (role read). Every report reads the Postgres ledger, the source of truth; times are
+        milliseconds since the epoch, ranges are [from_ms, to_ms).
+        Usage rows, newest first, with cursor pagination that stays correct while rows arrive (R2, QA4).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportUsage(self, request, context):
+        """The same rows as CSV, streamed in chunks (R3, QA4, QC9); the range is capped per report.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrend(self, request, context):
+        """Daily or hourly usage per meter and group, in the account's time zone; empty buckets are zeros (R3, QC8).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTransactions(self, request, context):
+        """Top-ups, purchases, cycle grants, carry-overs, forfeits, settlements, adjustments, with labels (R4, QC12, TA8).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStatement(self, request, context):
+        """What one cycle billed, from the ledger, to the minor unit (R5, KB4).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccounts(self, request, context):
+        """Every account of an organization with plan, status, balance and cycle end (KB5).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuotaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +340,36 @@ def add_QuotaServiceServicer_to_server(servicer, server):
                     servicer.ReserveStream,
                     request_deserializer=quota_dot_v1_dot_quota__pb2.StreamReserveRequest.FromString,
                     response_serializer=quota_dot_v1_dot_quota__pb2.ItemResult.SerializeToString,
+            ),
+            'ListUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsage,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.ListUsageRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.UsagePage.SerializeToString,
+            ),
+            'ExportUsage': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportUsage,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.ExportUsageRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.ExportChunk.SerializeToString,
+            ),
+            'GetTrend': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrend,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.GetTrendRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.Trend.SerializeToString,
+            ),
+            'ListTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransactions,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.ListTransactionsRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.TransactionPage.SerializeToString,
+            ),
+            'GetStatement': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatement,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.GetStatementRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.Statement.SerializeToString,
+            ),
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.ListAccountsRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.AccountPage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -619,6 +723,168 @@ class QuotaService:
             '/quota.v1.QuotaService/ReserveStream',
             quota_dot_v1_dot_quota__pb2.StreamReserveRequest.SerializeToString,
             quota_dot_v1_dot_quota__pb2.ItemResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/ListUsage',
+            quota_dot_v1_dot_quota__pb2.ListUsageRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.UsagePage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/quota.v1.QuotaService/ExportUsage',
+            quota_dot_v1_dot_quota__pb2.ExportUsageRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.ExportChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/GetTrend',
+            quota_dot_v1_dot_quota__pb2.GetTrendRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.Trend.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/ListTransactions',
+            quota_dot_v1_dot_quota__pb2.ListTransactionsRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.TransactionPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/GetStatement',
+            quota_dot_v1_dot_quota__pb2.GetStatementRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.Statement.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/ListAccounts',
+            quota_dot_v1_dot_quota__pb2.ListAccountsRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.AccountPage.FromString,
             options,
             channel_credentials,
             insecure,

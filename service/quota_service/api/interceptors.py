@@ -130,6 +130,32 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=handler.request_deserializer,
                                                        response_serializer=handler.response_serializer)
 
+        if handler.unary_stream is not None:
+            inner_out = handler.unary_stream
+
+            async def out_stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+                start = time.perf_counter()
+                caller = None
+                code = grpc.StatusCode.OK
+                with telemetry.rpc_span(method) as span:
+                    try:
+                        _, caller = await enter(context, 1)
+                        async for item in inner_out(request, context):
+                            yield item
+                    except (aio.AbortError, grpc.RpcError):
+                        raise
+                    except Exception as exc:
+                        code = status_for(exc)
+                        telemetry.mark_error(span, code.name, exc)
+                        await self._fail(context, method, exc)
+                    finally:
+                        if caller is not None:
+                            self.budgets.release(caller)
+                        telemetry.record_rpc(method, code.name, time.perf_counter() - start)
+
+            return grpc.unary_stream_rpc_method_handler(out_stream, request_deserializer=handler.request_deserializer,
+                                                        response_serializer=handler.response_serializer)
+
         if handler.stream_stream is not None:
             inner_stream = handler.stream_stream
 

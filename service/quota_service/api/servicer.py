@@ -18,6 +18,7 @@ from quota_service.domain import model
 from quota_service.domain import validation as v
 from quota_service.errors import FailedPrecondition, InvalidArgument, QuotaError
 from quota_service.hotpath import HotPath, ReserveRequest
+from quota_service.reports import AccountReports, UsageReports
 from quota_service.subscriptions import SubscriptionInfo, Subscriptions
 
 log = logging.getLogger(__name__)
@@ -84,11 +85,24 @@ def _action_from_pb(value: int, field: str) -> str:
 
 class QuotaServicer(pb_grpc.QuotaServiceServicer):
     def __init__(self, hot: HotPath, admin: Admin, keys: auth.KeyStore | None = None,
-                 subscriptions: Subscriptions | None = None) -> None:
+                 subscriptions: Subscriptions | None = None, usage: UsageReports | None = None,
+                 accounts: AccountReports | None = None) -> None:
         self.hot = hot
         self.admin = admin
         self.keys = keys  # None: authentication is off
         self.subscriptions = subscriptions
+        self.usage = usage
+        self.accounts = accounts
+
+    def _usage(self) -> UsageReports:
+        if self.usage is None:
+            raise FailedPrecondition("reports are not available in this server")
+        return self.usage
+
+    def _accounts(self) -> AccountReports:
+        if self.accounts is None:
+            raise FailedPrecondition("reports are not available in this server")
+        return self.accounts
 
     def _subs(self) -> Subscriptions:
         if self.subscriptions is None:
@@ -130,6 +144,8 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
 
     async def GetBalance(self, request: pb.GetBalanceRequest, context: aio.ServicerContext) -> pb.Balance:
         await self._scope(request.account_id)
+        if request.as_of_ms:
+            return await self._accounts().balance_as_of(request.account_id, request.meter, request.as_of_ms)
         b = await self.hot.balance(request.account_id, request.meter)
         return pb.Balance(
             account_id=b.account_id, status=_STATUS_TO_PB.get(b.status, pb.ACCOUNT_STATUS_UNSPECIFIED),
@@ -188,6 +204,34 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
                               context: aio.ServicerContext) -> pb.Subscription:
         await self._scope(request.account_id)
         return subscription_pb(await self._subs().get(request.account_id))
+
+    async def ListUsage(self, request: pb.ListUsageRequest, context: aio.ServicerContext) -> pb.UsagePage:
+        await self._scope(request.filter.account_id)
+        return await self._usage().page(request)
+
+    async def ExportUsage(self, request: pb.ExportUsageRequest,
+                          context: aio.ServicerContext) -> AsyncIterator[pb.ExportChunk]:
+        await self._scope(request.filter.account_id)
+        async for chunk in self._usage().export(request):
+            yield chunk
+
+    async def GetTrend(self, request: pb.GetTrendRequest, context: aio.ServicerContext) -> pb.Trend:
+        await self._scope(request.account_id)
+        return await self._usage().trend(request)
+
+    async def ListTransactions(self, request: pb.ListTransactionsRequest,
+                               context: aio.ServicerContext) -> pb.TransactionPage:
+        await self._scope(request.account_id)
+        return await self._accounts().transactions(request)
+
+    async def GetStatement(self, request: pb.GetStatementRequest, context: aio.ServicerContext) -> pb.Statement:
+        await self._scope(request.account_id)
+        return await self._accounts().statement(request)
+
+    async def ListAccounts(self, request: pb.ListAccountsRequest, context: aio.ServicerContext) -> pb.AccountPage:
+        if self.keys is not None:
+            self.keys.check_org(auth.current.get(), request.org_id)
+        return await self._accounts().accounts(request)
 
     async def _requests(self, items: list[tuple[pb.ReserveRequest, int]]) -> list[ReserveRequest | BaseException]:
         """Validate and authorize each item on its own; a bad item becomes its own error."""

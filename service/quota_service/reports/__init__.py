@@ -1,0 +1,12 @@
+"""Reports read the Postgres ledger, the source of truth, never Redis.
+
+- `usage.py`: usage rows with cursor pagination (R2), the CSV export (R3), trends (R3, QC8).
+- `accounts.py`: balance as of a past time (R6), transactions (R4), statements per cycle (R5),
+  the organization's account overview (KB5).
+- `cursor.py`: opaque page tokens.
+"""
+
+from quota_service.reports.accounts import AccountReports
+from quota_service.reports.usage import UsageReports
+
+__all__ = ["AccountReports", "UsageReports"]
