@@ -10,8 +10,9 @@ from quota_client.results import (
     GrantPart,
     MeterBalance,
     MeterPolicy,
+    PlanChange,
     Subscription,
 )
 
 __all__ = ["Account", "Alert", "AsyncQuotaClient", "Balance", "Decision", "Grant", "GrantPart", "MeterBalance",
-           "MeterPolicy", "QuotaClient", "QuotaClientError", "Subscription", "new_key"]
+           "MeterPolicy", "PlanChange", "QuotaClient", "QuotaClientError", "Subscription", "new_key"]

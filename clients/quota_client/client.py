@@ -180,6 +180,15 @@ class AsyncQuotaClient:
                                   idempotency_key=idempotency_key or new_key())
         return Subscription.from_pb(await self._call(self._rpc("Subscribe"), req, timeout_s))
 
+    async def change_plan(self, account_id: str, plan: str, *, when: str, interval: str = "",
+                          packs: Mapping[str, int] | None = None, idempotency_key: str | None = None,
+                          timeout_s: float | None = None) -> Subscription:
+        """Change plan, interval or packs (every pack after the change). when: "NOW" (the current cycle
+        ends now; an upgrade) or "AT_CYCLE_END" (a downgrade; asking for the current plan cancels it)."""
+        req = pb.ChangePlanRequest(account_id=account_id, plan=plan, interval=interval, packs=dict(packs or {}),
+                                   when=pb.ChangeTiming.Value(when), idempotency_key=idempotency_key or new_key())
+        return Subscription.from_pb(await self._call(self._rpc("ChangePlan"), req, timeout_s))
+
     async def subscription(self, account_id: str, *, timeout_s: float | None = None) -> Subscription:
         """The account's subscription and current cycle (QuotaClientError NOT_FOUND when it has none)."""
         req = pb.GetSubscriptionRequest(account_id=account_id)

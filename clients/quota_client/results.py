@@ -155,9 +155,24 @@ class Subscription:
     status: str
     withheld: tuple[str, ...]  # plan grants whose reset waits for a debt to be paid (QA3c)
     replayed: bool
+    pending_change: PlanChange | None = None  # applies at cycle_end_ms
 
     @classmethod
     def from_pb(cls, s: Any) -> Subscription:
+        pending = None
+        if s.HasField("pending_change"):
+            c = s.pending_change
+            pending = PlanChange(c.plan, c.interval, dict(c.packs), c.effective_at_ms)
         return cls(s.account_id, s.product, s.plan, s.interval, s.catalogue_version, s.catalogue_hash,
                    dict(s.packs), s.anchor_at_ms, s.cycle, s.cycle_start_ms, s.cycle_end_ms, s.status,
-                   tuple(s.withheld), s.replayed)
+                   tuple(s.withheld), s.replayed, pending)
+
+
+@dataclass(frozen=True)
+class PlanChange:
+    """A plan change that waits for the cycle end."""
+
+    plan: str
+    interval: str
+    packs: dict[str, int]
+    effective_at_ms: int

@@ -32,6 +32,7 @@ METHOD_ROLES = {
     "GetBalance": "read", "GetSubscription": "read", "ListUsage": "read", "ExportUsage": "read", "GetTrend": "read",
     "ListTransactions": "read", "GetStatement": "read", "ListAccounts": "read",
     "TopUp": "admin", "CreateAccount": "admin", "SetAccountStatus": "admin", "Subscribe": "admin",
+    "ChangePlan": "admin",
 }
 
 

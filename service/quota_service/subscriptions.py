@@ -65,13 +65,24 @@ class SubscriptionInfo:
     status: str
     withheld: tuple[str, ...]
     replayed: bool = False
+    pending: Mapping[str, Any] | None = None  # a plan change waiting for the cycle end: plan, interval, packs
 
 
 def subscription_info(row: asyncpg.Record, replayed: bool = False) -> SubscriptionInfo:
     return SubscriptionInfo(row["account_id"], row["product"], row["plan"], row["interval"],
                             row["catalogue_version"], row["catalogue_hash"], dict(row["packs"] or {}),
                             row["anchor_at_ms"], row["cycle_no"], row["cycle_start_ms"], row["cycle_end_ms"],
-                            row["status"], tuple(row["withheld"] or ()), replayed)
+                            row["status"], tuple(row["withheld"] or ()), replayed, row["pending"])
+
+
+@dataclass(frozen=True)
+class NextPlan:
+    """What the next cycle is billed by, when a plan change applies."""
+
+    name: str
+    plan: Plan
+    interval: str
+    packs: dict[str, int]
 
 
 class CycleError(Exception):
@@ -129,6 +140,65 @@ async def _grant(conn: asyncpg.Connection, grant_id: str, account_id: str, bucke
     return not status.endswith(" 0")
 
 
+async def _add_packs(conn: asyncpg.Connection, sub: Mapping[str, Any], cat: Catalogue, bought: dict[str, int],
+                     key: str, now_ms: int) -> None:
+    account_id, k, iv = sub["account_id"], sub["cycle_no"], sub["interval"]
+    old = dict(sub["packs"] or {})
+    fewer = sorted(name for name, qty in old.items() if bought.get(name, 0) < qty)
+    if fewer:
+        raise FailedPrecondition(f"packs: fewer {', '.join(fewer)} take effect from the next cycle (FB6): "
+                                 "ask for them AT_CYCLE_END")
+    added = {name: qty - old.get(name, 0) for name, qty in bought.items() if qty > old.get(name, 0)}
+    if not added:
+        raise FailedPrecondition("plan: the subscription already has this plan, interval and packs")
+    for name, extra in added.items():
+        pack = cat.packs[name]
+        item = f"pack:{name}"
+        n = await conn.fetchval("SELECT count(*) FROM grants WHERE account_id = $1 AND cycle_no = $2 AND item = $3",
+                                account_id, k, item)
+        gid = f"{account_id}/{item}/{k}/+{n}"
+        amount = extra * pack.amount[iv]
+        await _grant(conn, gid, account_id, pack.meter, pack.source, pack.label, pack.priority, now_ms,
+                     sub["cycle_end_ms"], amount, overdraft=extra * pack.overdraft_limit, item=item, cycle_no=k)
+        await _entry(conn, account_id, "cycle_grant", gid, pack.meter, now_ms, d_granted=amount, amount=amount, key=key,
+                     attrs={"product": sub["product"], "plan": sub["plan"], "interval": iv, "cycle": k, "item": item,
+                            "quantity": extra, "reason": "packs added"})
+    # one-time free grants that end when sessions are bought (FB3): what is left of them is forfeited now
+    plan = cat.plans[sub["plan"]]
+    for o in plan.one_time_grants:
+        by = sorted(set(o.forfeit_when_purchased) & set(added))
+        if not by:
+            continue
+        item = f"once:{o.id}"
+        rows = await conn.fetch("SELECT grant_id, bucket, granted, used, held FROM grants WHERE account_id = $1 "
+                                "AND item = $2 AND (expires_at_ms = 0 OR expires_at_ms > $3)", account_id, item, now_ms)
+        for r in rows:
+            await conn.execute("UPDATE grants SET expires_at_ms = $3 WHERE grant_id = $1 AND account_id = $2",
+                               r["grant_id"], account_id, now_ms)
+            left = _remaining(r)
+            if left:
+                await _entry(conn, account_id, "forfeit", r["grant_id"], r["bucket"], now_ms, amount=left,
+                             attrs={"item": item, "reason": "pack purchased", "packs": by})
+    await conn.execute("UPDATE subscriptions SET packs = $2 WHERE account_id = $1", account_id, bought)
+
+
+def _check_packs(cat: Catalogue, product: str, plan: str, iv: str, packs: Mapping[str, int] | None) -> dict[str, int]:
+    """The packs bought with a plan, validated; sorted by name."""
+    bought = dict(sorted((packs or {}).items()))
+    for name, qty in bought.items():
+        field = f"packs[{name!r}]"
+        pack = cat.packs.get(name)
+        if pack is None:
+            raise InvalidArgument(field, f"product {product!r} has no pack {name!r}")
+        if pack.plans and plan not in pack.plans:
+            raise InvalidArgument(field, f"is not sold on plan {plan!r}")
+        if not 1 <= qty <= MAX_PACKS:
+            raise InvalidArgument(field, f"quantity must be 1..{MAX_PACKS}")
+        if iv not in pack.amount or qty * (pack.amount[iv] + pack.overdraft_limit) > v.MAX_GRANT:
+            raise InvalidArgument(field, f"cannot be bought {qty} times on interval {iv!r}")
+    return bought
+
+
 class Subscriptions:
     def __init__(self, ledger: PostgresLedger, rebuilder: Rebuilder, clock: Clock,
                  catalogues: CatalogueSet | None) -> None:
@@ -164,18 +234,7 @@ class Subscriptions:
         v.idempotency_key(idempotency_key)
         v.time_ms("starts_at_ms", starts_at_ms)
         cat, p, iv = self._lookup(product, plan, interval)
-        bought = dict(sorted((packs or {}).items()))
-        for name, qty in bought.items():
-            field = f"packs[{name!r}]"
-            pack = cat.packs.get(name)
-            if pack is None:
-                raise InvalidArgument(field, f"product {product!r} has no pack {name!r}")
-            if pack.plans and plan not in pack.plans:
-                raise InvalidArgument(field, f"is not sold on plan {plan!r}")
-            if not 1 <= qty <= MAX_PACKS:
-                raise InvalidArgument(field, f"quantity must be 1..{MAX_PACKS}")
-            if iv not in pack.amount or qty * (pack.amount[iv] + pack.overdraft_limit) > v.MAX_GRANT:
-                raise InvalidArgument(field, f"cannot be bought {qty} times on interval {iv!r}")
+        bought = _check_packs(cat, product, plan, iv, packs)
         now = self.clock.now_ms()
         request_hash = canonical_hash("subscribe", product, plan, interval, starts_at_ms, bought)
 
@@ -185,11 +244,13 @@ class Subscriptions:
                 raise NotFound("account_id", f"unknown account {account_id!r}")
             if await conn.fetchval("SELECT 1 FROM subscriptions WHERE account_id = $1", account_id):
                 raise FailedPrecondition(f"account_id: account {account_id!r} already has a subscription "
-                                         "(changing plans is not supported yet)")
+                                         "(ChangePlan changes it)")
             starts = starts_at_ms or now
             c0 = cycles.cycle(iv, starts, acct["time_zone"], 0)
             await conn.execute(Q["insert_subscription"], account_id, product, plan, iv, cat.version,
                                cat.content_hash, bought, starts, c0.start_ms, c0.end_ms, now)
+            await conn.execute(Q["record_cycle"], account_id, 0, product, plan, iv, bought, c0.start_ms, c0.end_ms,
+                               cat.version)
             policies = dict(acct["policies"] or {})
             for meter in sorted(p.policies):
                 policies[meter] = policy_of(p, meter, iv, cat).to_json()
@@ -239,6 +300,61 @@ class Subscriptions:
             await self.rebuilder.rebuild(account_id)
         return await self.get(account_id, replayed=replayed)
 
+    async def change_plan(self, account_id: str, plan: str, idempotency_key: str, *, when: str, interval: str = "",
+                          packs: Mapping[str, int] | None = None) -> SubscriptionInfo:
+        """Change the plan, interval or packs: `now` ends the current cycle now and starts the new plan's
+        (an upgrade); `cycle_end` applies the change when the current cycle ends (a downgrade, fewer
+        packs, FB6); asking at the cycle end for what the subscription has cancels a pending change."""
+        v.ident("account_id", account_id)
+        v.idempotency_key(idempotency_key)
+        if when not in ("now", "cycle_end"):
+            raise InvalidArgument("when", "must be NOW or AT_CYCLE_END")
+        v.ident("plan", plan)
+        now = self.clock.now_ms()
+        request_hash = canonical_hash("change_plan", plan, interval, dict(sorted((packs or {}).items())), when)
+
+        async def body(conn: asyncpg.Connection) -> str:
+            sub = await conn.fetchrow(Q["lock_subscription"], account_id)
+            if sub is None:
+                raise NotFound("account_id", f"account {account_id!r} has no subscription")
+            wanted = interval
+            if not wanted:  # the current interval, when the new plan is sold on it
+                cat0 = self.catalogues.get(sub["product"]) if self.catalogues is not None else None
+                p0 = cat0.plans.get(plan) if cat0 is not None else None
+                if p0 is not None and sub["interval"] in p0.intervals:
+                    wanted = sub["interval"]
+            cat, p, iv = self._lookup(sub["product"], plan, wanted)
+            bought = _check_packs(cat, sub["product"], plan, iv, packs)
+            change = {"plan": plan, "interval": iv, "packs": bought}
+            if when == "cycle_end":
+                current = {"plan": sub["plan"], "interval": sub["interval"], "packs": dict(sub["packs"] or {})}
+                pending = None if change == current else {**change, "requested_at_ms": now}
+                await conn.execute(Q["set_pending"], account_id, pending)
+                await _entry(conn, account_id, "plan_change", None, "", now, key=idempotency_key,
+                             attrs={"from": current, "to": change, "effective_at_ms": sub["cycle_end_ms"],
+                                    "canceled": pending is None})
+                return "scheduled"
+            acct = await conn.fetchrow(Q["lock_account"], account_id)
+            cur_cat, cur_plan, cur_iv = _current(sub, self.catalogues)
+            if plan == sub["plan"] and iv == sub["interval"]:
+                # the same plan with more packs: they are added to the current cycle at once, not
+                # prorated, and the cycle goes on (FB6); fewer packs wait for the cycle end
+                await _add_packs(conn, sub, cat, bought, idempotency_key, now)
+                return "packs added"
+            await _entry(conn, account_id, "plan_change", None, "", now, key=idempotency_key,
+                         attrs={"from": {"plan": sub["plan"], "interval": sub["interval"],
+                                         "packs": dict(sub["packs"] or {})},
+                                "to": change, "effective_at_ms": now})
+            await _turn(conn, sub, acct, now, cur_cat, cur_plan, cur_iv, NextPlan(plan, p, iv, bought), early=True)
+            return "changed"
+
+        answer, replayed = await self.ledger.admin(account_id, idempotency_key, "change_plan", request_hash, now, body)
+        if not answer:
+            raise IdempotencyMismatch(idempotency_key)
+        if not replayed:
+            await self.rebuilder.rebuild(account_id)
+        return await self.get(account_id, replayed=replayed)
+
     async def get(self, account_id: str, *, replayed: bool = False) -> SubscriptionInfo:
         v.ident("account_id", account_id)
         row = await self.ledger._call(lambda c: c.fetchrow(Q["get_subscription"], account_id))
@@ -265,113 +381,167 @@ async def roll_cycle(conn: asyncpg.Connection, account_id: str, now_ms: int,
         if sub is None:
             return None
         acct = await conn.fetchrow(Q["lock_account"], account_id)
-        cat = catalogues.get(sub["product"]) if catalogues is not None else None
-        plan = cat.plans.get(sub["plan"]) if cat is not None else None
-        iv = sub["interval"]
-        if cat is None or plan is None or iv not in plan.intervals:
-            raise CycleError(f"account {account_id!r}: {sub['product']}/{sub['plan']}/{iv} is not in the loaded "
-                             "catalogue; its cycle end waits")
-        k, b = sub["cycle_no"], sub["cycle_end_ms"]
-        end = cycles.cycle(iv, sub["anchor_at_ms"], acct["time_zone"], k + 1).end_ms
+        cat, plan, iv = _current(sub, catalogues)
+        nxt = None
+        pending = sub["pending"]
+        if pending:  # a change asked for at the cycle end applies now
+            p = cat.plans.get(pending["plan"])
+            if p is None or pending["interval"] not in p.intervals:
+                raise CycleError(f"account {account_id!r}: the pending change to {pending['plan']}/{pending['interval']} "
+                                 "is not in the loaded catalogue; its cycle end waits")
+            nxt = NextPlan(pending["plan"], p, pending["interval"], dict(pending["packs"] or {}))
+        return await _turn(conn, sub, acct, sub["cycle_end_ms"], cat, plan, iv, nxt)
+
+
+def _current(sub: Mapping[str, Any], catalogues: CatalogueSet | None) -> tuple[Catalogue, Plan, str]:
+    cat = catalogues.get(sub["product"]) if catalogues is not None else None
+    plan = cat.plans.get(sub["plan"]) if cat is not None else None
+    iv = sub["interval"]
+    if cat is None or plan is None or iv not in plan.intervals:
+        raise CycleError(f"account {sub['account_id']!r}: {sub['product']}/{sub['plan']}/{iv} is not in the loaded "
+                         "catalogue; its cycle end waits")
+    return cat, plan, iv
+
+
+async def _turn(conn: asyncpg.Connection, sub: Mapping[str, Any], acct: Mapping[str, Any], b: int, cat: Catalogue,
+                plan: Plan, iv: str, nxt: NextPlan | None, *, early: bool = False) -> int:
+    """End cycle k at `b` by the rules of its plan and start cycle k+1 there, billed by `nxt` (a plan
+    change) or by the same plan. `early`: the cycle is cut short at `b` (a change applied now)."""
+    account_id = sub["account_id"]
+    k = sub["cycle_no"]
+    new_plan, new_name, new_iv = (nxt.plan, nxt.name, nxt.interval) if nxt else (plan, sub["plan"], iv)
+    old_packs = dict(sub["packs"] or {})
+    new_packs = nxt.packs if nxt else old_packs
+    anchor, anchor_no = sub["anchor_at_ms"], sub["anchor_cycle_no"]
+    if early or new_iv != iv:  # off the old rhythm: the cycles count from here
+        anchor, anchor_no = b, k + 1
+        end = cycles.cycle(new_iv, anchor, acct["time_zone"], 0).end_ms
+    else:
+        end = cycles.cycle(iv, anchor, acct["time_zone"], k + 1 - anchor_no).end_ms
         if end <= b:  # the time zone changed since the cycle started: continue from the boundary
-            end = cycles.current_cycle(iv, sub["anchor_at_ms"], acct["time_zone"], b).end_ms
-        rows = await conn.fetch(Q["cycle_grants"], account_id, k)
-        by_item: dict[str, list[asyncpg.Record]] = defaultdict(list)
-        for r in rows:
-            by_item[r["item"]].append(r)
-        base = {"product": sub["product"], "plan": sub["plan"], "interval": iv, "cycle": k + 1,
-                "catalogue_version": cat.version, "catalogue_hash": cat.content_hash}
+            end = cycles.current_cycle(iv, anchor, acct["time_zone"], b).end_ms
+    if early:  # what the cut cycle granted ends now
+        await conn.execute(Q["expire_cycle_grants"], account_id, k, b)
+        await conn.execute(Q["cut_cycle"], account_id, k, b)
+    rows = await conn.fetch(Q["cycle_grants"], account_id, k)
+    by_item: dict[str, list[asyncpg.Record]] = defaultdict(list)
+    for r in rows:
+        by_item[r["item"]].append(r)
+    base = {"product": sub["product"], "plan": new_name, "interval": new_iv, "cycle": k + 1,
+            "catalogue_version": cat.version, "catalogue_hash": cat.content_hash}
 
-        async def forfeit(row: asyncpg.Record) -> None:
+    async def forfeit(row: asyncpg.Record) -> None:
+        left = _remaining(row)
+        if left:
+            await _entry(conn, account_id, "forfeit", row["grant_id"], row["bucket"], b, amount=left,
+                         attrs={**base, "item": row["item"], "cycle": k})
+
+    async def carry(item: str, limit: int | None) -> None:
+        for i, row in enumerate(by_item.get(item, [])):
             left = _remaining(row)
-            if left:
-                await _entry(conn, account_id, "forfeit", row["grant_id"], row["bucket"], b, amount=left,
-                             attrs={**base, "item": row["item"], "cycle": k})
-
-        async def carry(item: str, limit: int | None) -> None:
-            for i, row in enumerate(by_item.get(item, [])):
-                left = _remaining(row)
-                if left == 0:
-                    continue
-                if limit is not None and row["carries"] >= limit:
-                    await forfeit(row)
-                    continue
-                gid = f"{account_id}/{item}/{k + 1}/carry{i}"
-                attrs = {**base, "item": item, "from_grant": row["grant_id"], "to_grant": gid}
-                if left > 0:  # units left: the granted units move
-                    await _grant(conn, gid, account_id, row["bucket"], row["source"], row["label"], row["priority"],
-                                 b, end, left, overdraft=row["overdraft_limit"], item=item, cycle_no=k + 1,
-                                 carries=row["carries"] + 1)
-                    await conn.execute(Q["move_granted"], row["grant_id"], account_id, -left)
-                    await _entry(conn, account_id, "carry_over", row["grant_id"], row["bucket"], b,
-                                 d_granted=-left, amount=left, attrs=attrs)
-                    await _entry(conn, account_id, "carry_over", gid, row["bucket"], b, d_granted=left,
-                                 amount=left, attrs=attrs)
-                else:  # a debt: the used units beyond the grant move, so the new grant starts negative
-                    await _grant(conn, gid, account_id, row["bucket"], row["source"], row["label"], row["priority"],
-                                 b, end, 0, used=-left, overdraft=row["overdraft_limit"], item=item,
-                                 cycle_no=k + 1, carries=row["carries"] + 1)
-                    await conn.execute(Q["move_used"], row["grant_id"], account_id, left)
-                    await _entry(conn, account_id, "carry_over", row["grant_id"], row["bucket"], b,
-                                 d_used=left, amount=left, attrs=attrs)
-                    await _entry(conn, account_id, "carry_over", gid, row["bucket"], b, d_used=-left,
-                                 amount=left, attrs=attrs)
-
-        async def fresh(item: str, bucket: str, source: str, label: str, priority: int, amount: int,
-                        overdraft: int, **extra: Any) -> None:
-            gid = f"{account_id}/{item}/{k + 1}"
-            if await _grant(conn, gid, account_id, bucket, source, label, priority, b, end, amount,
-                            overdraft=overdraft, item=item, cycle_no=k + 1):
-                await _entry(conn, account_id, "cycle_grant", gid, bucket, b, d_granted=amount, amount=amount,
-                             attrs={**base, "item": item, **extra})
-
-        withheld = [w for w in (sub["withheld"] or ()) if any(g.id == w for g in plan.grants)]
-        for g in plan.grants:
-            item = f"plan:{g.id}"
-            rule = g.at_cycle_end
-            if rule == "reset_withheld_while_negative":
-                debts = {}
-                for name in g.withheld_by:
-                    left = sum(_remaining(r) for r in by_item.get(_item_of(plan, name), []))
-                    if left < 0:
-                        debts[name] = left
-                if debts:
-                    for row in by_item.get(item, []):
-                        await forfeit(row)
-                    amount = g.amount_for(iv)
-                    await _entry(conn, account_id, "reset_withheld", None, g.bucket, b, amount=amount,
-                                 attrs={**base, "item": item, "grant_id": f"{account_id}/{item}/{k + 1}",
-                                        "debts": debts})
-                    if g.id not in withheld:
-                        withheld.append(g.id)
-                    continue
-                if g.id in withheld:
-                    withheld.remove(g.id)
-                rule = "reset"
-            if rule == "carry_over":
-                await carry(item, g.carry_over_cycles)
-            else:
-                for row in by_item.get(item, []):
-                    await forfeit(row)
-            if rule != "expire":
-                await fresh(item, g.bucket, g.source, g.label, g.priority, g.amount_for(iv), g.overdraft_limit)
-        for name, qty in sorted(dict(sub["packs"] or {}).items()):
-            pack = cat.packs.get(name)
-            item = f"pack:{name}"
-            if pack is None:
-                log.warning("pack no longer in the catalogue", extra={"account_id": account_id, "pack": name})
+            if left == 0:
                 continue
-            if pack.at_cycle_end == "carry_over":
-                await carry(item, pack.carry_over_cycles)
-            else:
+            if limit is not None and row["carries"] >= limit:
+                await forfeit(row)
+                continue
+            gid = f"{account_id}/{item}/{k + 1}/carry{i}"
+            attrs = {**base, "item": item, "from_grant": row["grant_id"], "to_grant": gid}
+            if left > 0:  # units left: the granted units move
+                await _grant(conn, gid, account_id, row["bucket"], row["source"], row["label"], row["priority"],
+                             b, end, left, overdraft=row["overdraft_limit"], item=item, cycle_no=k + 1,
+                             carries=row["carries"] + 1)
+                await conn.execute(Q["move_granted"], row["grant_id"], account_id, -left)
+                await _entry(conn, account_id, "carry_over", row["grant_id"], row["bucket"], b,
+                             d_granted=-left, amount=left, attrs=attrs)
+                await _entry(conn, account_id, "carry_over", gid, row["bucket"], b, d_granted=left,
+                             amount=left, attrs=attrs)
+            else:  # a debt: the used units beyond the grant move, so the new grant starts negative
+                await _grant(conn, gid, account_id, row["bucket"], row["source"], row["label"], row["priority"],
+                             b, end, 0, used=-left, overdraft=row["overdraft_limit"], item=item,
+                             cycle_no=k + 1, carries=row["carries"] + 1)
+                await conn.execute(Q["move_used"], row["grant_id"], account_id, left)
+                await _entry(conn, account_id, "carry_over", row["grant_id"], row["bucket"], b,
+                             d_used=left, amount=left, attrs=attrs)
+                await _entry(conn, account_id, "carry_over", gid, row["bucket"], b, d_used=-left,
+                             amount=left, attrs=attrs)
+
+    async def fresh(item: str, bucket: str, source: str, label: str, priority: int, amount: int,
+                    overdraft: int, **extra: Any) -> None:
+        gid = f"{account_id}/{item}/{k + 1}"
+        if await _grant(conn, gid, account_id, bucket, source, label, priority, b, end, amount,
+                        overdraft=overdraft, item=item, cycle_no=k + 1):
+            await _entry(conn, account_id, "cycle_grant", gid, bucket, b, d_granted=amount, amount=amount,
+                         attrs={**base, "item": item, **extra})
+
+    new_grants = {g.id: g for g in new_plan.grants}
+    withheld = [w for w in (sub["withheld"] or ()) if any(g.id == w for g in plan.grants)]
+    for g in plan.grants:
+        item = f"plan:{g.id}"
+        rule = g.at_cycle_end
+        if rule == "reset_withheld_while_negative":
+            debts = {}
+            for name in g.withheld_by:
+                left = sum(_remaining(r) for r in by_item.get(_item_of(plan, name), []))
+                if left < 0:
+                    debts[name] = left
+            if debts:
                 for row in by_item.get(item, []):
                     await forfeit(row)
-            if pack.recurrence == "every_cycle" and iv in pack.amount:  # FB6: renewed every cycle
-                await fresh(item, pack.meter, pack.source, pack.label, pack.priority, qty * pack.amount[iv],
-                            qty * pack.overdraft_limit, quantity=qty)
-        await conn.execute(Q["next_cycle"], account_id, k + 1, b, end, withheld, cat.version, cat.content_hash)
-        await conn.execute("UPDATE accounts SET epoch = epoch + 1 WHERE account_id = $1", account_id)
-        return int(k + 1)
+                amount = g.amount_for(iv)
+                await _entry(conn, account_id, "reset_withheld", None, g.bucket, b, amount=amount,
+                             attrs={**base, "item": item, "grant_id": f"{account_id}/{item}/{k + 1}",
+                                    "debts": debts})
+                if g.id not in withheld:
+                    withheld.append(g.id)
+                continue
+            if g.id in withheld:
+                withheld.remove(g.id)
+            rule = "reset"
+        if rule == "carry_over":
+            await carry(item, g.carry_over_cycles)
+        else:
+            for row in by_item.get(item, []):
+                await forfeit(row)
+        ng = new_grants.get(g.id)
+        if rule != "expire" and ng is not None:
+            await fresh(item, ng.bucket, ng.source, ng.label, ng.priority, ng.amount_for(new_iv), ng.overdraft_limit)
+    old_ids = {g.id for g in plan.grants}
+    for ng in new_plan.grants:  # grants only the new plan has: its first cycle
+        if ng.id not in old_ids:
+            await fresh(f"plan:{ng.id}", ng.bucket, ng.source, ng.label, ng.priority, ng.amount_for(new_iv),
+                        ng.overdraft_limit)
+    withheld = [w for w in withheld if w in new_grants]
+    for name in sorted(old_packs):
+        pack = cat.packs.get(name)
+        item = f"pack:{name}"
+        if pack is None:
+            log.warning("pack no longer in the catalogue", extra={"account_id": account_id, "pack": name})
+            continue
+        if pack.at_cycle_end == "carry_over":
+            await carry(item, pack.carry_over_cycles)
+        else:
+            for row in by_item.get(item, []):
+                await forfeit(row)
+    for name, qty in sorted(new_packs.items()):
+        pack = cat.packs.get(name)
+        if pack is None or new_iv not in pack.amount:
+            continue
+        # FB6: recurring packs renew every cycle (with the quantity the change set); a pack the change
+        # adds is granted for the new cycle
+        if pack.recurrence == "every_cycle" or name not in old_packs:
+            await fresh(f"pack:{name}", pack.meter, pack.source, pack.label, pack.priority, qty * pack.amount[new_iv],
+                        qty * pack.overdraft_limit, quantity=qty)
+    if nxt is not None:  # the hot path follows the new plan: its meters' policies
+        policies = {m: p for m, p in dict(acct["policies"] or {}).items() if m not in plan.policies}
+        for meter in sorted(new_plan.policies):
+            policies[meter] = policy_of(new_plan, meter, new_iv, cat).to_json()
+        await conn.execute(Q["set_policies"], account_id, policies)
+    await conn.execute(Q["next_cycle"], account_id, k + 1, b, end, withheld, cat.version, cat.content_hash,
+                       new_name, new_iv, new_packs, anchor, anchor_no)
+    await conn.execute(Q["record_cycle"], account_id, k + 1, sub["product"], new_name, new_iv, new_packs, b, end,
+                       cat.version)
+    await conn.execute("UPDATE accounts SET epoch = epoch + 1 WHERE account_id = $1", account_id)
+    return int(k + 1)
 
 
 async def release_withheld(conn: asyncpg.Connection, sub: asyncpg.Record, catalogues: CatalogueSet | None,

@@ -41,6 +41,12 @@ class AccountStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTIVE: _ClassVar[AccountStatus]
     SUSPENDED: _ClassVar[AccountStatus]
     EXPIRED: _ClassVar[AccountStatus]
+
+class ChangeTiming(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANGE_TIMING_UNSPECIFIED: _ClassVar[ChangeTiming]
+    AT_CYCLE_END: _ClassVar[ChangeTiming]
+    NOW: _ClassVar[ChangeTiming]
 BATCH_MODE_UNSPECIFIED: BatchMode
 RESERVE: BatchMode
 CONSUME: BatchMode
@@ -61,6 +67,9 @@ ACCOUNT_STATUS_UNSPECIFIED: AccountStatus
 ACTIVE: AccountStatus
 SUSPENDED: AccountStatus
 EXPIRED: AccountStatus
+CHANGE_TIMING_UNSPECIFIED: ChangeTiming
+AT_CYCLE_END: ChangeTiming
+NOW: ChangeTiming
 
 class ReserveBatchRequest(_message.Message):
     __slots__ = ("items", "mode")
@@ -401,7 +410,7 @@ class GetSubscriptionRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ...) -> None: ...
 
 class Subscription(_message.Message):
-    __slots__ = ("account_id", "product", "plan", "interval", "catalogue_version", "catalogue_hash", "packs", "anchor_at_ms", "cycle", "cycle_start_ms", "cycle_end_ms", "status", "withheld", "replayed")
+    __slots__ = ("account_id", "product", "plan", "interval", "catalogue_version", "catalogue_hash", "packs", "anchor_at_ms", "cycle", "cycle_start_ms", "cycle_end_ms", "status", "withheld", "replayed", "pending_change")
     class PacksEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -423,6 +432,7 @@ class Subscription(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     WITHHELD_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_CHANGE_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     product: str
     plan: str
@@ -437,7 +447,50 @@ class Subscription(_message.Message):
     status: str
     withheld: _containers.RepeatedScalarFieldContainer[str]
     replayed: bool
-    def __init__(self, account_id: _Optional[str] = ..., product: _Optional[str] = ..., plan: _Optional[str] = ..., interval: _Optional[str] = ..., catalogue_version: _Optional[int] = ..., catalogue_hash: _Optional[str] = ..., packs: _Optional[_Mapping[str, int]] = ..., anchor_at_ms: _Optional[int] = ..., cycle: _Optional[int] = ..., cycle_start_ms: _Optional[int] = ..., cycle_end_ms: _Optional[int] = ..., status: _Optional[str] = ..., withheld: _Optional[_Iterable[str]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    pending_change: PlanChange
+    def __init__(self, account_id: _Optional[str] = ..., product: _Optional[str] = ..., plan: _Optional[str] = ..., interval: _Optional[str] = ..., catalogue_version: _Optional[int] = ..., catalogue_hash: _Optional[str] = ..., packs: _Optional[_Mapping[str, int]] = ..., anchor_at_ms: _Optional[int] = ..., cycle: _Optional[int] = ..., cycle_start_ms: _Optional[int] = ..., cycle_end_ms: _Optional[int] = ..., status: _Optional[str] = ..., withheld: _Optional[_Iterable[str]] = ..., replayed: _Optional[bool] = ..., pending_change: _Optional[_Union[PlanChange, _Mapping]] = ...) -> None: ...
+
+class PlanChange(_message.Message):
+    __slots__ = ("plan", "interval", "packs", "effective_at_ms")
+    class PacksEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    PACKS_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    plan: str
+    interval: str
+    packs: _containers.ScalarMap[str, int]
+    effective_at_ms: int
+    def __init__(self, plan: _Optional[str] = ..., interval: _Optional[str] = ..., packs: _Optional[_Mapping[str, int]] = ..., effective_at_ms: _Optional[int] = ...) -> None: ...
+
+class ChangePlanRequest(_message.Message):
+    __slots__ = ("account_id", "plan", "interval", "packs", "when", "idempotency_key")
+    class PacksEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    PACKS_FIELD_NUMBER: _ClassVar[int]
+    WHEN_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    plan: str
+    interval: str
+    packs: _containers.ScalarMap[str, int]
+    when: ChangeTiming
+    idempotency_key: str
+    def __init__(self, account_id: _Optional[str] = ..., plan: _Optional[str] = ..., interval: _Optional[str] = ..., packs: _Optional[_Mapping[str, int]] = ..., when: _Optional[_Union[ChangeTiming, str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class UsageFilter(_message.Message):
     __slots__ = ("account_id", "from_ms", "to_ms", "meter", "attributes")

@@ -89,6 +89,11 @@ class QuotaServiceStub:
                 request_serializer=quota_dot_v1_dot_quota__pb2.GetSubscriptionRequest.SerializeToString,
                 response_deserializer=quota_dot_v1_dot_quota__pb2.Subscription.FromString,
                 _registered_method=True)
+        self.ChangePlan = channel.unary_unary(
+                '/quota.v1.QuotaService/ChangePlan',
+                request_serializer=quota_dot_v1_dot_quota__pb2.ChangePlanRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.Subscription.FromString,
+                _registered_method=True)
         self.ReserveBatch = channel.unary_unary(
                 '/quota.v1.QuotaService/ReserveBatch',
                 request_serializer=quota_dot_v1_dot_quota__pb2.ReserveBatchRequest.SerializeToString,
@@ -213,6 +218,14 @@ class QuotaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangePlan(self, request, context):
+        """Change the plan, its interval or its packs (A1, KB5, FB6): now (an upgrade: the current cycle ends
+        now and a new one starts with the new plan) or at the cycle end (a downgrade, fewer packs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReserveBatch(self, request, context):
         """Many reservations in one call, each with its own result and the same guarantees as the unary
         calls. At most 1000 items; more is OUT_OF_RANGE for the whole call.
@@ -329,6 +342,11 @@ def add_QuotaServiceServicer_to_server(servicer, server):
             'GetSubscription': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSubscription,
                     request_deserializer=quota_dot_v1_dot_quota__pb2.GetSubscriptionRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.Subscription.SerializeToString,
+            ),
+            'ChangePlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePlan,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.ChangePlanRequest.FromString,
                     response_serializer=quota_dot_v1_dot_quota__pb2.Subscription.SerializeToString,
             ),
             'ReserveBatch': grpc.unary_unary_rpc_method_handler(
@@ -668,6 +686,33 @@ class QuotaService:
             target,
             '/quota.v1.QuotaService/GetSubscription',
             quota_dot_v1_dot_quota__pb2.GetSubscriptionRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/ChangePlan',
+            quota_dot_v1_dot_quota__pb2.ChangePlanRequest.SerializeToString,
             quota_dot_v1_dot_quota__pb2.Subscription.FromString,
             options,
             channel_credentials,

@@ -73,7 +73,10 @@ def subscription_pb(s: SubscriptionInfo) -> pb.Subscription:
         account_id=s.account_id, product=s.product, plan=s.plan, interval=s.interval,
         catalogue_version=s.catalogue_version, catalogue_hash=s.catalogue_hash, packs=dict(s.packs),
         anchor_at_ms=s.anchor_at_ms, cycle=s.cycle, cycle_start_ms=s.cycle_start_ms, cycle_end_ms=s.cycle_end_ms,
-        status=s.status, withheld=list(s.withheld), replayed=s.replayed)
+        status=s.status, withheld=list(s.withheld), replayed=s.replayed,
+        pending_change=None if not s.pending else pb.PlanChange(
+            plan=s.pending["plan"], interval=s.pending["interval"], packs=dict(s.pending["packs"] or {}),
+            effective_at_ms=s.cycle_end_ms))
 
 
 def _action_from_pb(value: int, field: str) -> str:
@@ -198,6 +201,13 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         info = await self._subs().subscribe(request.account_id, request.product, request.plan,
                                             request.idempotency_key, interval=request.interval,
                                             starts_at_ms=request.starts_at_ms, packs=dict(request.packs))
+        return subscription_pb(info)
+
+    async def ChangePlan(self, request: pb.ChangePlanRequest, context: aio.ServicerContext) -> pb.Subscription:
+        await self._scope(request.account_id)
+        when = {pb.NOW: "now", pb.AT_CYCLE_END: "cycle_end"}.get(request.when, "")
+        info = await self._subs().change_plan(request.account_id, request.plan, request.idempotency_key, when=when,
+                                              interval=request.interval, packs=dict(request.packs))
         return subscription_pb(info)
 
     async def GetSubscription(self, request: pb.GetSubscriptionRequest,

@@ -84,18 +84,18 @@ SELECT time_zone, policies FROM accounts WHERE account_id = $1 FOR UPDATE;
 
 -- name: get_subscription
 SELECT account_id, product, plan, interval, catalogue_version, catalogue_hash, packs, anchor_at_ms,
-       cycle_no, cycle_start_ms, cycle_end_ms, status, withheld
+       cycle_no, cycle_start_ms, cycle_end_ms, status, withheld, pending, anchor_cycle_no
   FROM subscriptions WHERE account_id = $1;
 
 -- name: lock_subscription
 SELECT account_id, product, plan, interval, catalogue_version, catalogue_hash, packs, anchor_at_ms,
-       cycle_no, cycle_start_ms, cycle_end_ms, status, withheld
+       cycle_no, cycle_start_ms, cycle_end_ms, status, withheld, pending, anchor_cycle_no
   FROM subscriptions WHERE account_id = $1 FOR UPDATE;
 
 -- name: lock_due_subscription
 -- SKIP LOCKED: a subscription another replica is rolling over is left to it
 SELECT account_id, product, plan, interval, catalogue_version, catalogue_hash, packs, anchor_at_ms,
-       cycle_no, cycle_start_ms, cycle_end_ms, status, withheld
+       cycle_no, cycle_start_ms, cycle_end_ms, status, withheld, pending, anchor_cycle_no
   FROM subscriptions
  WHERE account_id = $1 AND status = 'active' AND cycle_end_ms <= $2
    FOR UPDATE SKIP LOCKED;
@@ -114,9 +114,28 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, to_timestamp($11 / 1000.0))
 ON CONFLICT DO NOTHING;
 
 -- name: next_cycle
+-- the new cycle, with the plan it is billed by (the same one, or a change applied now)
 UPDATE subscriptions SET cycle_no = $2, cycle_start_ms = $3, cycle_end_ms = $4, withheld = $5,
-                         catalogue_version = $6, catalogue_hash = $7
+                         catalogue_version = $6, catalogue_hash = $7, plan = $8, interval = $9, packs = $10,
+                         anchor_at_ms = $11, anchor_cycle_no = $12, pending = NULL
  WHERE account_id = $1;
+
+-- name: record_cycle
+INSERT INTO subscription_cycles (account_id, cycle_no, product, plan, interval, packs, cycle_start_ms,
+                                 cycle_end_ms, catalogue_version)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (account_id, cycle_no) DO UPDATE SET cycle_end_ms = EXCLUDED.cycle_end_ms;
+
+-- name: cut_cycle
+-- a change applied now ends the current cycle early: its record and its grants end now
+UPDATE subscription_cycles SET cycle_end_ms = $3 WHERE account_id = $1 AND cycle_no = $2;
+
+-- name: expire_cycle_grants
+UPDATE grants SET expires_at_ms = $3
+ WHERE account_id = $1 AND cycle_no = $2 AND item IS NOT NULL AND (expires_at_ms = 0 OR expires_at_ms > $3);
+
+-- name: set_pending
+UPDATE subscriptions SET pending = $2 WHERE account_id = $1;
 
 -- name: set_withheld
 UPDATE subscriptions SET withheld = $2 WHERE account_id = $1;
