@@ -46,6 +46,7 @@ from quota_service.storage.postgres import PostgresLedger, Q
 
 log = logging.getLogger(__name__)
 MAX_PACKS = 1000  # most packs of one kind bought with a subscription
+TRIAL = "trial"  # the interval of a trial subscription: one period, until it ends or the account subscribes
 DAY_MS = 86_400_000
 
 
@@ -182,6 +183,13 @@ async def _add_packs(conn: asyncpg.Connection, sub: Mapping[str, Any], cat: Cata
     await conn.execute("UPDATE subscriptions SET packs = $2 WHERE account_id = $1", account_id, bought)
 
 
+def _first_cycle(plan: Plan, iv: str, starts_ms: int, tz: str) -> cycles.Cycle:
+    if iv == TRIAL:  # one period: its duration, or until the account subscribes
+        days = plan.trial.duration_days if plan.trial is not None else None
+        return cycles.Cycle(0, starts_ms, starts_ms + days * DAY_MS if days else v.MAX_TIME_MS)
+    return cycles.cycle(iv, starts_ms, tz, 0)
+
+
 def _check_packs(cat: Catalogue, product: str, plan: str, iv: str, packs: Mapping[str, int] | None) -> dict[str, int]:
     """The packs bought with a plan, validated; sorted by name."""
     bought = dict(sorted((packs or {}).items()))
@@ -217,8 +225,10 @@ class Subscriptions:
         p = cat.plans.get(plan)
         if p is None:
             raise InvalidArgument("plan", f"product {product!r} has no plan {plan!r} (plans: {', '.join(sorted(cat.plans))})")
-        if p.kind != "subscription":
-            raise InvalidArgument("plan", f"{plan!r} is a {p.kind} plan: Subscribe does not support trials yet")
+        if p.kind == "trial":
+            if interval not in ("", TRIAL):
+                raise InvalidArgument("interval", f"plan {plan!r} is a trial: it has no interval")
+            return cat, p, TRIAL
         if not interval:
             if len(p.intervals) != 1:
                 raise InvalidArgument("interval", f"plan {plan!r} is sold {', '.join(p.intervals)}: choose one")
@@ -246,7 +256,7 @@ class Subscriptions:
                 raise FailedPrecondition(f"account_id: account {account_id!r} already has a subscription "
                                          "(ChangePlan changes it)")
             starts = starts_at_ms or now
-            c0 = cycles.cycle(iv, starts, acct["time_zone"], 0)
+            c0 = _first_cycle(p, iv, starts, acct["time_zone"])
             await conn.execute(Q["insert_subscription"], account_id, product, plan, iv, cat.version,
                                cat.content_hash, bought, starts, c0.start_ms, c0.end_ms, now)
             await conn.execute(Q["record_cycle"], account_id, 0, product, plan, iv, bought, c0.start_ms, c0.end_ms,
@@ -265,6 +275,13 @@ class Subscriptions:
                              c0.end_ms, amount, overdraft=g.overdraft_limit, item=item, cycle_no=0)
                 await _entry(conn, account_id, "cycle_grant", gid, g.bucket, now, d_granted=amount, amount=amount,
                              attrs={**base, "item": item}, key=idempotency_key)
+            if p.trial is not None:  # TA2: the trial's whole allowance, denied with its reason once spent
+                t = p.trial
+                gid = f"{account_id}/{product}/{TRIAL}@{starts}"
+                await _grant(conn, gid, account_id, t.meter, "trial", p.title, 10, c0.start_ms,
+                             c0.end_ms if t.duration_days else 0, t.total, item=TRIAL, cycle_no=0)
+                await _entry(conn, account_id, "grant", gid, t.meter, now, d_granted=t.total, amount=t.total,
+                             attrs={**base, "item": TRIAL}, key=idempotency_key)
             for name, qty in bought.items():
                 pack = cat.packs[name]
                 amount = qty * pack.amount[iv]
@@ -317,6 +334,8 @@ class Subscriptions:
             sub = await conn.fetchrow(Q["lock_subscription"], account_id)
             if sub is None:
                 raise NotFound("account_id", f"account {account_id!r} has no subscription")
+            if sub["interval"] == TRIAL and when == "cycle_end":
+                raise FailedPrecondition("when: a trial has no cycle end to wait for; subscribe NOW")
             wanted = interval
             if not wanted:  # the current interval, when the new plan is sold on it
                 cat0 = self.catalogues.get(sub["product"]) if self.catalogues is not None else None
@@ -324,6 +343,8 @@ class Subscriptions:
                 if p0 is not None and sub["interval"] in p0.intervals:
                     wanted = sub["interval"]
             cat, p, iv = self._lookup(sub["product"], plan, wanted)
+            if p.kind == "trial":
+                raise InvalidArgument("plan", f"{plan!r} is a trial: a trial starts only with Subscribe")
             bought = _check_packs(cat, sub["product"], plan, iv, packs)
             change = {"plan": plan, "interval": iv, "packs": bought}
             if when == "cycle_end":
@@ -397,7 +418,7 @@ def _current(sub: Mapping[str, Any], catalogues: CatalogueSet | None) -> tuple[C
     cat = catalogues.get(sub["product"]) if catalogues is not None else None
     plan = cat.plans.get(sub["plan"]) if cat is not None else None
     iv = sub["interval"]
-    if cat is None or plan is None or iv not in plan.intervals:
+    if cat is None or plan is None or (iv not in plan.intervals and not (iv == TRIAL and plan.kind == TRIAL)):
         raise CycleError(f"account {sub['account_id']!r}: {sub['product']}/{sub['plan']}/{iv} is not in the loaded "
                          "catalogue; its cycle end waits")
     return cat, plan, iv
@@ -413,7 +434,9 @@ async def _turn(conn: asyncpg.Connection, sub: Mapping[str, Any], acct: Mapping[
     old_packs = dict(sub["packs"] or {})
     new_packs = nxt.packs if nxt else old_packs
     anchor, anchor_no = sub["anchor_at_ms"], sub["anchor_cycle_no"]
-    if early or new_iv != iv:  # off the old rhythm: the cycles count from here
+    if new_iv == TRIAL:  # a trial that ran out of time: no new allowance until the account subscribes
+        end = v.MAX_TIME_MS
+    elif early or new_iv != iv:  # off the old rhythm: the cycles count from here
         anchor, anchor_no = b, k + 1
         end = cycles.cycle(new_iv, anchor, acct["time_zone"], 0).end_ms
     else:
@@ -531,6 +554,10 @@ async def _turn(conn: asyncpg.Connection, sub: Mapping[str, Any], acct: Mapping[
         if pack.recurrence == "every_cycle" or name not in old_packs:
             await fresh(f"pack:{name}", pack.meter, pack.source, pack.label, pack.priority, qty * pack.amount[new_iv],
                         qty * pack.overdraft_limit, quantity=qty)
+    handled = {f"plan:{g.id}" for g in plan.grants} | {f"pack:{name}" for name in old_packs}
+    for item in sorted(set(by_item) - handled):  # a trial's allowance, a pack no longer sold: ends here
+        for row in by_item[item]:
+            await forfeit(row)
     if nxt is not None:  # the hot path follows the new plan: its meters' policies
         policies = {m: p for m, p in dict(acct["policies"] or {}).items() if m not in plan.policies}
         for meter in sorted(new_plan.policies):

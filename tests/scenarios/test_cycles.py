@@ -56,7 +56,7 @@ async def test_subscribe_validates_and_is_idempotent(client: AsyncQuotaClient, s
                           (dict(product="bot_sessions", plan="gold"), "plan"),
                           (dict(product="bot_sessions", plan="growth", interval="weekly"), "interval"),
                           (dict(product="bot_sessions", plan="growth"), "interval"),  # four intervals: choose
-                          (dict(product="ai_helpmate", plan="trial"), "plan"),
+                          (dict(product="ai_helpmate", plan="trial", interval="monthly"), "interval"),  # a trial has none
                           (dict(product="bot_sessions", plan="growth", interval="monthly",
                                 packs={"nope": 1}), "packs")):
         with pytest.raises(QuotaClientError) as err:

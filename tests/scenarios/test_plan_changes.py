@@ -134,3 +134,28 @@ async def test_a1_change_plan_is_idempotent_and_validated(
             await client.change_plan(account_id, plan, **kwargs)  # type: ignore[arg-type]
         assert info.value.code.name == "INVALID_ARGUMENT" and info.value.details.startswith(field), info.value
     assert (await client.subscription(account_id)).plan == "boost", "a refused change changed nothing"
+
+
+async def test_ta2_trial_of_100_conversations_then_denied_until_subscribed(
+        client: AsyncQuotaClient, server: QuotaServer, clock: ManualClock, pg_dsn: str, account_id: str) -> None:
+    await client.create_account(account_id)
+    trial = await client.subscribe(account_id, "ai_helpmate", "trial")
+    assert (trial.plan, trial.interval) == ("trial", "trial")
+    await client.top_up(account_id, 10_000, currency="USD")  # credit does not buy more trial (no overage)
+    # playground, autopilot and suggested replies all count towards the 100 conversations
+    for i, feature in enumerate(["playground", "autopilot", "suggested_replies"] * 33 + ["autopilot"]):
+        d = await client.consume(account_id, METER, 1, feature=feature)
+        assert d.granted and d.overage_minor == 0, (i, d)
+    d = await client.consume(account_id, METER, 1, feature="suggested_replies")
+    assert not d.granted and d.reason == "TRIAL_EXHAUSTED"
+    assert (await client.balance(account_id)).meters["$USD"].remaining == 10_000
+    with pytest.raises(QuotaClientError) as info:
+        await client.change_plan(account_id, "boost", when="AT_CYCLE_END")
+    assert info.value.code.name == "FAILED_PRECONDITION"
+    sub = await client.change_plan(account_id, "boost", interval="monthly", when="NOW")
+    assert (sub.plan, sub.interval, sub.cycle, sub.cycle_start_ms) == ("boost", "monthly", 1, clock.now_ms())
+    assert (await client.consume(account_id, METER, 1, feature="suggested_replies")).granted
+    assert await remaining(client, account_id, METER) == 49
+    with pytest.raises(QuotaClientError) as info:
+        await client.change_plan(account_id, "trial", when="NOW")
+    assert info.value.code.name == "INVALID_ARGUMENT" and "trial" in info.value.details
