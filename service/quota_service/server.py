@@ -59,6 +59,7 @@ class QuotaServer:
         applied = await self.ledger.migrate()
         if applied:
             log.info("applied migrations %s", applied)
+        await self.ledger.ensure_partitions(self.clock.now_ms())
         keys = Keys(s.key_prefix)
         self.store = RedisStore(redis_store.connect(s.redis_url, timeout_s=timeout_s, cluster=s.redis_cluster,
                                                     max_connections=s.redis_max_connections), keys)

@@ -1,4 +1,5 @@
-"""Returns holds whose time is up, with a ledger entry, even when nobody calls again (H2).
+"""Returns holds whose time is up, with a ledger entry, even when nobody calls again (H2), and
+keeps the ledger's monthly partitions ahead of time (N8).
 
 Every replica runs one; Postgres's FOR UPDATE SKIP LOCKED keeps them from doing the same work.
 """
@@ -16,6 +17,7 @@ from quota_service.storage.postgres import PostgresLedger
 from quota_service.storage.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
+PARTITION_CHECK_MS = 3_600_000  # service time between two checks of the ledger's partitions
 
 
 class Sweeper(Periodic):
@@ -27,6 +29,7 @@ class Sweeper(Periodic):
         self.clock = clock
         super().__init__(interval_s)
         self.expired_accounts = 0
+        self._partitions_checked_ms: int | None = None
 
     async def run_once(self) -> list[str]:
         """One pass: expire what is due in Postgres, then let Redis apply the same expiry."""
@@ -37,4 +40,9 @@ class Sweeper(Periodic):
                 await self.store.balance(account_id, now)  # returns due holds in Redis too
         self.expired_accounts += len(touched)
         telemetry.record_expired(len(touched))
+        if self._partitions_checked_ms is None or now - self._partitions_checked_ms >= PARTITION_CHECK_MS:
+            made = await self.ledger.ensure_partitions(now)
+            self._partitions_checked_ms = now
+            if made:
+                log.info("created %d ledger partitions", made)
         return touched

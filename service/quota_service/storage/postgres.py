@@ -247,6 +247,16 @@ class PostgresLedger:
 
         return await self._call(run)
 
+    async def ensure_partitions(self, now_ms: int) -> int:
+        """Create the ledger's monthly partitions from last month to three months ahead (N8); how many
+        were new. Idempotent, safe with several replicas (a concurrent creation is retried next time)."""
+        sql = ("SELECT ledger_ensure_partitions(to_timestamp($1 / 1000.0) - interval '1 month', "
+               "to_timestamp($1 / 1000.0) + interval '3 months')")
+        try:
+            return int(await self._call(lambda c: c.fetchval(sql, now_ms)))
+        except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+            return 0
+
     async def ping(self) -> bool:
         try:
             return bool(await self._call(lambda c: c.fetchval("SELECT 1")))
