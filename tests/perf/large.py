@@ -46,14 +46,14 @@ def _multiplier(n: int) -> int:
 
 
 async def fill(dsn: str, template: str, *, accounts: int, rows: int, days: int = 180,
-               log: Callable[[str], None] = print) -> tuple[list[str], float]:
+               log: Callable[[str], None] = print, prefix: str = "big-") -> tuple[list[str], float]:
     """Write the data set; returns the account ids and the seconds it took."""
     t_start = time.perf_counter()
     per_account = max(rows // accounts, 1)
     rows = per_account * accounts
     width = len(str(accounts - 1))
-    acct = account_name("big-", width)
-    grant = account_name("g-big-", width)
+    acct = account_name(prefix, width)
+    grant = account_name("g-" + prefix, width)
     mult = _multiplier(accounts)
     inv = pow(mult, -1, accounts)
     t0 = datetime.now(UTC) - timedelta(days=days)
@@ -63,6 +63,8 @@ async def fill(dsn: str, template: str, *, accounts: int, rows: int, days: int =
     conn = await asyncpg.connect(dsn, command_timeout=None)
     try:
         await conn.execute("SET maintenance_work_mem = '1GB'; SET synchronous_commit = off")
+        # the months of the history get their partitions first (the service keeps only the months ahead)
+        await conn.execute("SELECT ledger_ensure_partitions($1, now())", t0)
         async with conn.transaction():
             await conn.execute(f"""
                 INSERT INTO accounts (account_id, org_id, time_zone, status, policies, epoch, created_at)
@@ -141,7 +143,7 @@ async def fill(dsn: str, template: str, *, accounts: int, rows: int, days: int =
             f"({time.perf_counter() - t_start:.0f} s)")
     finally:
         await conn.close()
-    ids = [f"big-{a:0{width}d}" for a in range(accounts)]
+    ids = [f"{prefix}{a:0{width}d}" for a in range(accounts)]
     return ids, time.perf_counter() - t_start
 
 
