@@ -12,7 +12,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -250,6 +250,21 @@ class AsyncQuotaClient:
         req = pb.ListAccountsRequest(org_id=org_id, page_size=page_size, page_token=page_token)
         page: pb.AccountPage = await self._call(self._rpc("ListAccounts"), req, timeout_s)
         return page
+
+    async def watch_alerts(self, *, account_id: str = "", org_id: str = "",
+                           after_event_id: int = 0) -> AsyncIterator[pb.AlertEvent]:
+        """Alert events of an account or an organization: the stored ones after `after_event_id`, then
+        new ones as they happen, until the caller stops iterating. To resume after a disconnection,
+        pass the last event_id seen (QA6)."""
+        req = pb.WatchAlertsRequest(account_id=account_id, org_id=org_id, after_event_id=after_event_id)
+        call = self._stub.WatchAlerts(req, metadata=self._metadata)
+        try:
+            async for event in call:
+                yield event
+        except aio.AioRpcError as exc:
+            raise QuotaClientError(exc.code(), exc.details() or "") from exc
+        finally:
+            call.cancel()
 
 
 def _usage_filter(account_id: str, from_ms: int, to_ms: int, meter: str,

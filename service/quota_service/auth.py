@@ -30,7 +30,7 @@ METHOD_ROLES = {
     "Reserve": "enforce", "Commit": "enforce", "Release": "enforce", "Consume": "enforce",
     "Check": "enforce", "ReserveBatch": "enforce", "ReserveStream": "enforce",
     "GetBalance": "read", "GetSubscription": "read", "ListUsage": "read", "ExportUsage": "read", "GetTrend": "read",
-    "ListTransactions": "read", "GetStatement": "read", "ListAccounts": "read",
+    "ListTransactions": "read", "GetStatement": "read", "ListAccounts": "read", "WatchAlerts": "read",
     "TopUp": "admin", "CreateAccount": "admin", "SetAccountStatus": "admin", "Subscribe": "admin",
     "ChangePlan": "admin",
 }

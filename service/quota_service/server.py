@@ -14,6 +14,7 @@ from quota.v1 import quota_pb2, quota_pb2_grpc
 
 from quota_service import auth, telemetry
 from quota_service.admin import Admin
+from quota_service.alerts import AlertFeed
 from quota_service.api.interceptors import ServiceInterceptor
 from quota_service.api.overload import Budgets
 from quota_service.api.servicer import QuotaServicer
@@ -75,6 +76,7 @@ class QuotaServer:
         self.sweeper = Sweeper(self.ledger, self.store, self.clock, s.sweep_interval_ms / 1000)
         self.cycler = Cycler(self.ledger, self.rebuilder, self.clock, self.catalogues, s.sweep_interval_ms / 1000)
 
+        self.alerts = AlertFeed(self.ledger, s.postgres_dsn)
         self.keys = auth.KeyStore(self.ledger, s.auth_cache_s) if s.auth else None
         self.budgets = Budgets(rate_per_s=s.rate_limit_rps, burst=s.rate_limit_burst or 2 * s.rate_limit_rps,
                                max_in_flight=s.max_in_flight_per_caller)
@@ -88,7 +90,7 @@ class QuotaServer:
         quota_pb2_grpc.add_QuotaServiceServicer_to_server(  # type: ignore[no-untyped-call]
             QuotaServicer(self.hot, self.admin, self.keys, self.subscriptions,
                           UsageReports(self.ledger, self.clock, self.catalogues),
-                          AccountReports(self.ledger, self.clock, self.catalogues)), self.server)
+                          AccountReports(self.ledger, self.clock, self.catalogues), self.alerts), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -142,6 +144,7 @@ class QuotaServer:
         await self.sweeper.stop()
         await self.cycler.stop()
         await self.committer.close()
+        await self.alerts.close()
         await self.store.close()
         await self.ledger.close()
 

@@ -763,3 +763,31 @@ class AccountPage(_message.Message):
     accounts: _containers.RepeatedCompositeFieldContainer[AccountOverview]
     next_page_token: str
     def __init__(self, accounts: _Optional[_Iterable[_Union[AccountOverview, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchAlertsRequest(_message.Message):
+    __slots__ = ("account_id", "org_id", "after_event_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    org_id: str
+    after_event_id: int
+    def __init__(self, account_id: _Optional[str] = ..., org_id: _Optional[str] = ..., after_event_id: _Optional[int] = ...) -> None: ...
+
+class AlertEvent(_message.Message):
+    __slots__ = ("event_id", "account_id", "meter", "threshold_pct_left", "cycle_start_ms", "occurred_at_ms", "idempotency_key")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    METER_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_PCT_LEFT_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_START_MS_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    event_id: int
+    account_id: str
+    meter: str
+    threshold_pct_left: int
+    cycle_start_ms: int
+    occurred_at_ms: int
+    idempotency_key: str
+    def __init__(self, event_id: _Optional[int] = ..., account_id: _Optional[str] = ..., meter: _Optional[str] = ..., threshold_pct_left: _Optional[int] = ..., cycle_start_ms: _Optional[int] = ..., occurred_at_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...

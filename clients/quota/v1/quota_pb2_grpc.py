@@ -134,6 +134,11 @@ class QuotaServiceStub:
                 request_serializer=quota_dot_v1_dot_quota__pb2.ListAccountsRequest.SerializeToString,
                 response_deserializer=quota_dot_v1_dot_quota__pb2.AccountPage.FromString,
                 _registered_method=True)
+        self.WatchAlerts = channel.unary_stream(
+                '/quota.v1.QuotaService/WatchAlerts',
+                request_serializer=quota_dot_v1_dot_quota__pb2.WatchAlertsRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.AlertEvent.FromString,
+                _registered_method=True)
 
 
 class QuotaServiceServicer:
@@ -286,6 +291,15 @@ class QuotaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchAlerts(self, request, context):
+        """Alerts (QA6, FB4; role read): every threshold crossed, once per cycle, from the durable store.
+        Sends the events after after_event_id, then new ones as they happen; reconnect with the last
+        event_id seen to resume without a gap or a repeat.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuotaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -388,6 +402,11 @@ def add_QuotaServiceServicer_to_server(servicer, server):
                     servicer.ListAccounts,
                     request_deserializer=quota_dot_v1_dot_quota__pb2.ListAccountsRequest.FromString,
                     response_serializer=quota_dot_v1_dot_quota__pb2.AccountPage.SerializeToString,
+            ),
+            'WatchAlerts': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAlerts,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.WatchAlertsRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.AlertEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -930,6 +949,33 @@ class QuotaService:
             '/quota.v1.QuotaService/ListAccounts',
             quota_dot_v1_dot_quota__pb2.ListAccountsRequest.SerializeToString,
             quota_dot_v1_dot_quota__pb2.AccountPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/quota.v1.QuotaService/WatchAlerts',
+            quota_dot_v1_dot_quota__pb2.WatchAlertsRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.AlertEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,6 +13,7 @@ from quota.v1 import quota_pb2_grpc as pb_grpc
 
 from quota_service import auth
 from quota_service.admin import Admin
+from quota_service.alerts import AlertFeed
 from quota_service.api.interceptors import status_for
 from quota_service.domain import model
 from quota_service.domain import validation as v
@@ -89,13 +90,14 @@ def _action_from_pb(value: int, field: str) -> str:
 class QuotaServicer(pb_grpc.QuotaServiceServicer):
     def __init__(self, hot: HotPath, admin: Admin, keys: auth.KeyStore | None = None,
                  subscriptions: Subscriptions | None = None, usage: UsageReports | None = None,
-                 accounts: AccountReports | None = None) -> None:
+                 accounts: AccountReports | None = None, alerts: AlertFeed | None = None) -> None:
         self.hot = hot
         self.admin = admin
         self.keys = keys  # None: authentication is off
         self.subscriptions = subscriptions
         self.usage = usage
         self.accounts = accounts
+        self.alerts = alerts
 
     def _usage(self) -> UsageReports:
         if self.usage is None:
@@ -242,6 +244,17 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         if self.keys is not None:
             self.keys.check_org(auth.current.get(), request.org_id)
         return await self._accounts().accounts(request)
+
+    async def WatchAlerts(self, request: pb.WatchAlertsRequest,
+                          context: aio.ServicerContext) -> AsyncIterator[pb.AlertEvent]:
+        if self.alerts is None:
+            raise FailedPrecondition("alerts are not available in this server")
+        if request.account_id:
+            await self._scope(request.account_id)
+        elif self.keys is not None:
+            self.keys.check_org(auth.current.get(), request.org_id)
+        async for event in self.alerts.watch(request):
+            yield event
 
     async def _requests(self, items: list[tuple[pb.ReserveRequest, int]]) -> list[ReserveRequest | BaseException]:
         """Validate and authorize each item on its own; a bad item becomes its own error."""
