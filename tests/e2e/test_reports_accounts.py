@@ -449,6 +449,12 @@ async def test_kb5_account_overview_of_an_organization(client: AsyncQuotaClient,
     assert seen[0].meters[0].remaining == 20  # the expired hold is back
     assert seen[1].next_expiry_ms == ms(2026, 1, 3) and seen[3].next_expiry_ms == 0
     assert {m.bucket: (m.granted, m.remaining) for m in seen[1].meters} == {"bot_session": (150, 120)}
+    # plan-change notices: a downgrade waiting for the cycle end shows on the overview
+    assert not seen[2].HasField("pending_change")
+    await client.change_plan(ids[2], "essentials", interval="annual", when="AT_CYCLE_END")
+    again = {a.account_id: a for a in (await client.accounts(org)).accounts}
+    notice = again[ids[2]].pending_change
+    assert (notice.plan, notice.interval, notice.effective_at_ms) == ("essentials", "annual", seen[2].cycle_end_ms)
 
     await expect_error("INVALID_ARGUMENT", "org_id", client.accounts(""))
     await expect_error("INVALID_ARGUMENT", "org_id", client.accounts("bad org!"))

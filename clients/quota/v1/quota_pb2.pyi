@@ -735,7 +735,7 @@ class ListAccountsRequest(_message.Message):
     def __init__(self, org_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class AccountOverview(_message.Message):
-    __slots__ = ("account_id", "org_id", "status", "product", "plan", "interval", "cycle_end_ms", "meters", "next_expiry_ms")
+    __slots__ = ("account_id", "org_id", "status", "product", "plan", "interval", "cycle_end_ms", "meters", "next_expiry_ms", "pending_change")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -745,6 +745,7 @@ class AccountOverview(_message.Message):
     CYCLE_END_MS_FIELD_NUMBER: _ClassVar[int]
     METERS_FIELD_NUMBER: _ClassVar[int]
     NEXT_EXPIRY_MS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_CHANGE_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     org_id: str
     status: AccountStatus
@@ -754,7 +755,8 @@ class AccountOverview(_message.Message):
     cycle_end_ms: int
     meters: _containers.RepeatedCompositeFieldContainer[MeterBalance]
     next_expiry_ms: int
-    def __init__(self, account_id: _Optional[str] = ..., org_id: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., product: _Optional[str] = ..., plan: _Optional[str] = ..., interval: _Optional[str] = ..., cycle_end_ms: _Optional[int] = ..., meters: _Optional[_Iterable[_Union[MeterBalance, _Mapping]]] = ..., next_expiry_ms: _Optional[int] = ...) -> None: ...
+    pending_change: PlanChange
+    def __init__(self, account_id: _Optional[str] = ..., org_id: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., product: _Optional[str] = ..., plan: _Optional[str] = ..., interval: _Optional[str] = ..., cycle_end_ms: _Optional[int] = ..., meters: _Optional[_Iterable[_Union[MeterBalance, _Mapping]]] = ..., next_expiry_ms: _Optional[int] = ..., pending_change: _Optional[_Union[PlanChange, _Mapping]] = ...) -> None: ...
 
 class AccountPage(_message.Message):
     __slots__ = ("accounts", "next_page_token")

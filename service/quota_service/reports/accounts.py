@@ -317,7 +317,10 @@ class AccountReports:
                 account_id=a["account_id"], org_id=a["org_id"],
                 status=_STATUS_TO_PB.get(a["status"], pb.ACCOUNT_STATUS_UNSPECIFIED), product=a["product"],
                 plan=a["plan"], interval=a["interval"], cycle_end_ms=a["cycle_end_ms"],
-                meters=_meters_pb(grants, now), next_expiry_ms=min(expiries, default=0)))
+                meters=_meters_pb(grants, now), next_expiry_ms=min(expiries, default=0),
+                pending_change=None if not a["pending"] else pb.PlanChange(
+                    plan=a["pending"]["plan"], interval=a["pending"]["interval"],
+                    packs=dict(a["pending"]["packs"] or {}), effective_at_ms=a["cycle_end_ms"])))
         if len(accts) > size:
             page.next_page_token = cursor.encode("accounts", {"o": org_id, "a": accts[size - 1]["account_id"]})
         return page
