@@ -1,6 +1,9 @@
 """`quota-cli`: the operator's command line. Human-readable tables by default, --json for scripts.
 
     quota-cli [--target HOST:PORT] [--json] COMMAND ...
+
+Times are given as ISO 8601 (2026-11-01, 2026-11-01T09:30, 2026-11-01T09:30+07:00; without an
+offset they are UTC) or as milliseconds since the epoch.
 """
 
 from __future__ import annotations
@@ -11,7 +14,11 @@ import dataclasses
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 
 from quota_client.client import AsyncQuotaClient, QuotaClientError
 from quota_client.results import Balance, Decision, MeterPolicy
@@ -53,7 +60,105 @@ def _show_balance(b: Balance) -> str:
     return f"account {b.account_id} ({b.status})\n\n{meters}\n\n{grants}"
 
 
+def when_ms(text: str) -> int:
+    """ISO 8601 date or date-time (UTC unless it has an offset), or milliseconds since the epoch."""
+    if text.isdigit():
+        return int(text)
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an ISO 8601 time nor milliseconds") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return int(t.timestamp() * 1000)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if ms else "-"
+
+
+def _attr(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def _bars(values: list[int], width: int = 40) -> list[str]:
+    """One bar per value, scaled to the largest, in eighths of a character."""
+    top = max(values, default=0)
+    blocks = " ▏▎▍▌▋▊▉"
+    out = []
+    for v in values:
+        eighths = round(v * width * 8 / top) if top else 0
+        out.append("█" * (eighths // 8) + (blocks[eighths % 8] if eighths % 8 else ""))
+    return out
+
+
+def _show_usage(page: Any) -> str:
+    rows = [[_iso(r.occurred_at_ms), r.meter, r.bucket, str(r.amount), str(r.running_used),
+             r.attributes.get("room_id", ""), r.attributes.get("channel", ""), r.kind, r.grant_id] for r in page.rows]
+    out = _table(rows, ["time (UTC)", "meter", "bucket", "amount", "running", "room", "channel", "kind", "grant"])
+    if page.next_page_token:
+        out += f"\n\nmore: --page-token {page.next_page_token}"
+    return out
+
+
+def _show_trend(trend: Any) -> str:
+    parts = [f"time zone {trend.time_zone}"]
+    for series in trend.series:
+        title = series.meter + (f" / {series.group}" if series.group else "")
+        amounts = [p.amount for p in series.points]
+        bars = _bars(amounts)
+        total = sum(amounts)
+        lines = [f"{p.label:<13} {p.amount:>10}  {bar}" for p, bar in zip(series.points, bars, strict=True)]
+        parts.append(f"\n{title} (total {total})\n" + "\n".join(lines))
+    return "\n".join(parts)
+
+
+def _show_transactions(page: Any) -> str:
+    rows = [[_iso(t.occurred_at_ms), t.kind, t.bucket, f"{t.amount:+d}", t.source, t.label, t.grant_id]
+            for t in page.transactions]
+    out = _table(rows, ["time (UTC)", "kind", "bucket", "amount", "source", "label", "grant"])
+    if getattr(page, "next_page_token", ""):
+        out += f"\n\nmore: --page-token {page.next_page_token}"
+    return out
+
+
+def _show_statement(st: Any) -> str:
+    state = "closed" if st.closed else "open"
+    head = (f"statement of {st.account_id}: {st.product} {st.plan}, cycle {st.cycle} "
+            f"[{_iso(st.cycle_start_ms)} .. {_iso(st.cycle_end_ms)}) {state}")
+    lines = _table([[ln.bucket, str(ln.opening), str(ln.granted), str(ln.used), str(ln.forfeited), str(ln.closing),
+                     str(ln.overage_units), f"{ln.overage_minor} {ln.overage_currency}".strip()] for ln in st.lines],
+                   ["bucket", "opening", "granted", "used", "forfeited", "closing", "overage units", "overage cost"])
+    out = f"{head}\n\n{lines}"
+    if st.transactions:
+        out += "\n\n" + _show_transactions(st)
+    return out
+
+
+def _show_accounts(page: Any) -> str:
+    rows = []
+    for a in page.accounts:
+        meters = ", ".join(f"{m.bucket} {m.remaining}/{m.granted}" for m in a.meters)
+        rows.append([a.account_id, (a.plan and f"{a.product}/{a.plan}") or "-", _status_name(a.status),
+                     _iso(a.cycle_end_ms), _iso(a.next_expiry_ms), meters])
+    out = _table(rows, ["account", "plan", "status", "cycle ends", "next expiry", "remaining/granted"])
+    if page.next_page_token:
+        out += f"\n\nmore: --page-token {page.next_page_token}"
+    return out
+
+
+def _status_name(value: int) -> str:
+    from quota.v1 import quota_pb2 as pb
+
+    return str(pb.AccountStatus.Name(value)).lower()
+
+
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, Message):
+        return MessageToDict(value, preserving_proto_field_name=True)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
     if isinstance(value, (tuple, list)):
@@ -112,6 +217,50 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("balance", help="balances per meter and per grant")
     b.add_argument("account_id")
     b.add_argument("--meter", default="")
+    b.add_argument("--as-of", type=when_ms, default=0, help="the balance at this past time, from the ledger")
+
+    def report_range(r: argparse.ArgumentParser) -> None:
+        r.add_argument("--from", dest="from_ms", type=when_ms, default=0, help="start, inclusive")
+        r.add_argument("--to", dest="to_ms", type=when_ms, default=0, help="end, exclusive (default now)")
+
+    u = sub.add_parser("usage", help="usage rows, newest first")
+    u.add_argument("account_id")
+    report_range(u)
+    u.add_argument("--meter", default="")
+    u.add_argument("--attr", type=_attr, action="append", default=[], help="KEY=VALUE filter (repeatable)")
+    u.add_argument("--page-size", type=int, default=50)
+    u.add_argument("--page-token", default="")
+
+    e = sub.add_parser("export", help="usage rows as CSV, streamed into a file")
+    e.add_argument("account_id")
+    report_range(e)
+    e.add_argument("--meter", default="")
+    e.add_argument("--attr", type=_attr, action="append", default=[], help="KEY=VALUE filter (repeatable)")
+    e.add_argument("--column", action="append", default=[], help="an attribute to give its own column (repeatable)")
+    e.add_argument("--out", required=True, help="the CSV file to write ('-' for standard output)")
+
+    tr = sub.add_parser("trend", help="usage per day or hour, with a small chart")
+    tr.add_argument("account_id")
+    report_range(tr)
+    tr.add_argument("--meter", default="")
+    tr.add_argument("--group-by", default="", help="an attribute to split by, e.g. category or channel")
+    tr.add_argument("--hourly", action="store_true", help="hours instead of days")
+
+    tx = sub.add_parser("transactions", help="top-ups, purchases, cycle grants, settlements ...")
+    tx.add_argument("account_id")
+    report_range(tx)
+    tx.add_argument("--kind", action="append", default=[], help="only this kind (repeatable)")
+    tx.add_argument("--page-size", type=int, default=50)
+    tx.add_argument("--page-token", default="")
+
+    st = sub.add_parser("statement", help="what a subscription cycle billed")
+    st.add_argument("account_id")
+    st.add_argument("--cycle", type=int, default=-1, help="cycle number (default: the current one)")
+
+    ac = sub.add_parser("accounts", help="every account of an organization")
+    ac.add_argument("org_id")
+    ac.add_argument("--page-size", type=int, default=100)
+    ac.add_argument("--page-token", default="")
     return p
 
 
@@ -135,7 +284,40 @@ async def run(args: argparse.Namespace) -> Any:
             return await c.commit(args.account_id, args.reservation_id, args.actual_amount, idempotency_key=key)
         if args.command == "release":
             return await c.release(args.account_id, args.reservation_id, idempotency_key=key)
-        return await c.balance(args.account_id, args.meter)
+        if args.command == "usage":
+            return await c.usage(args.account_id, from_ms=args.from_ms, to_ms=args.to_ms, meter=args.meter,
+                                 attributes=dict(args.attr), page_size=args.page_size, page_token=args.page_token)
+        if args.command == "export":
+            return await _export(c, args)
+        if args.command == "trend":
+            return await c.trend(args.account_id, from_ms=args.from_ms, to_ms=args.to_ms, meter=args.meter,
+                                 group_by=args.group_by, granularity="hour" if args.hourly else "day")
+        if args.command == "transactions":
+            return await c.transactions(args.account_id, from_ms=args.from_ms, to_ms=args.to_ms,
+                                        kinds=tuple(args.kind), page_size=args.page_size, page_token=args.page_token)
+        if args.command == "statement":
+            return await c.statement(args.account_id, args.cycle)
+        if args.command == "accounts":
+            return await c.accounts(args.org_id, page_size=args.page_size, page_token=args.page_token)
+        return await c.balance(args.account_id, args.meter, as_of_ms=args.as_of)
+
+
+async def _export(c: AsyncQuotaClient, args: argparse.Namespace) -> dict[str, Any]:
+    kwargs = dict(from_ms=args.from_ms, to_ms=args.to_ms, meter=args.meter, attributes=dict(args.attr),
+                  attribute_columns=tuple(args.column))
+    if args.out == "-":
+        rows = await c.export_usage(args.account_id, sys.stdout.buffer, **kwargs)
+        sys.stdout.buffer.flush()
+        return {"rows": rows, "file": "-"}
+    part = f"{args.out}.part"
+    try:
+        with open(part, "wb") as out:  # written chunk by chunk as they arrive
+            rows = await c.export_usage(args.account_id, out, **kwargs)
+    except BaseException:
+        os.unlink(part)
+        raise
+    os.replace(part, args.out)  # a failed export leaves no truncated file under the final name
+    return {"rows": rows, "file": args.out}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,8 +327,15 @@ def main(argv: list[str] | None = None) -> int:
     except QuotaClientError as exc:
         print(f"quota-cli: {exc.code.name}: {exc.details}", file=sys.stderr)
         return 1
+    if args.command == "export" and result["file"] == "-":
+        print(f"{result['rows']} rows", file=sys.stderr)
+        return 0
     if args.json:
-        print(json.dumps(_jsonable(result), indent=2))
+        print(json.dumps(_jsonable(result), indent=2, ensure_ascii=False))
+    elif isinstance(result, Message):
+        show = {"usage": _show_usage, "trend": _show_trend, "transactions": _show_transactions,
+                "statement": _show_statement, "accounts": _show_accounts}[args.command]
+        print(show(result))
     elif isinstance(result, Decision):
         print(_show_decision(result))
     elif isinstance(result, Balance):

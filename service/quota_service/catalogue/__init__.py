@@ -8,6 +8,7 @@ docs/CATALOGUE.md; the example catalogues of the seed products are in deploy/cat
 from quota_service.catalogue.errors import CatalogueError, Problem
 from quota_service.catalogue.loader import CatalogueSet, load_catalogue, load_directory, parse_catalogue
 from quota_service.catalogue.model import (
+    DEFAULT_REPORT_RANGE_DAYS,
     AlertRule,
     AutoTopUp,
     Catalogue,
@@ -31,6 +32,7 @@ from quota_service.catalogue.model import (
 )
 
 __all__ = [
+    "DEFAULT_REPORT_RANGE_DAYS",
     "AlertRule",
     "AutoTopUp",
     "Catalogue",

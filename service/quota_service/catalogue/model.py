@@ -11,7 +11,9 @@ docs/CATALOGUE.md documents the file format and maps each rule of SPEC section 4
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -47,6 +49,7 @@ CHARGING_RULES = ("per_message", "per_message_outside_service_window", "per_conv
 
 __all__ = [
     "ACTIONS",
+    "DEFAULT_REPORT_RANGE_DAYS",
     "SOURCES",
     "AlertRule",
     "AutoTopUp",
@@ -68,6 +71,7 @@ __all__ = [
     "TopUp",
     "Trial",
     "Wallet",
+    "longest_days_in_months",
 ]
 
 
@@ -328,6 +332,18 @@ class PriceTable:
         return found
 
 
+# The range cap of a report the catalogue does not cap (or of an account without a catalogue): the
+# longest three calendar months, so "at most 3 months" and this default agree.
+DEFAULT_REPORT_RANGE_DAYS = 92
+
+
+@functools.cache
+def longest_days_in_months(months: int) -> int:
+    """The most days ``months`` consecutive calendar months can span (1 -> 31, 3 -> 92, 12 -> 366)."""
+    lengths = [calendar.monthrange(2000 + i // 12, i % 12 + 1)[1] for i in range(48 + months)]
+    return max(sum(lengths[start:start + months]) for start in range(48))
+
+
 @dataclass(frozen=True)
 class Report:
     name: str
@@ -335,6 +351,15 @@ class Report:
     meters: tuple[str, ...]
     max_range_days: int | None = None
     max_range_months: int | None = None
+
+    @property
+    def range_days(self) -> int | None:
+        """The cap in days (``max_range_months`` as its longest span: 3 months = 92 days); None: none set."""
+        if self.max_range_days is not None:
+            return self.max_range_days
+        if self.max_range_months is not None:
+            return longest_days_in_months(self.max_range_months)
+        return None
 
 
 @dataclass(frozen=True)
@@ -353,3 +378,19 @@ class Catalogue:
     wallets: Mapping[str, Wallet]
     price_tables: Mapping[str, PriceTable]
     reports: Mapping[str, Report]
+
+    def range_cap(self, kind: str, meter: str = "") -> tuple[int, Report | None]:
+        """The longest range, in days, a report of ``kind`` (csv, trend) may cover for ``meter``.
+
+        The strictest cap among this catalogue's reports of that kind that cover the meter (every
+        report of the kind when ``meter`` is empty), with the report that sets it; when none of
+        them has a cap, ``DEFAULT_REPORT_RANGE_DAYS`` and None.
+        """
+        best: tuple[int, Report | None] = (DEFAULT_REPORT_RANGE_DAYS, None)
+        for report in self.reports.values():
+            days = report.range_days
+            if report.kind != kind or days is None or (meter and meter not in report.meters):
+                continue
+            if best[1] is None or days < best[0]:
+                best = (days, report)
+        return best

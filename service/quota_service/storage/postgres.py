@@ -7,6 +7,7 @@ Postgres is the source of truth. Mutations decided in Redis are applied here by 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -132,8 +133,11 @@ class PostgresLedger:
             await self.pool.release(conn, timeout=self.timeout_s)
             raise
         except BaseException:
-            conn.terminate()
-            await self.pool.release(conn)
+            # the original error is what matters; a connection already lost may refuse both steps
+            with contextlib.suppress(Exception):
+                conn.terminate()
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
             raise
         await self.pool.release(conn, timeout=self.timeout_s)
         return result
