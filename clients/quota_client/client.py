@@ -189,6 +189,20 @@ class AsyncQuotaClient:
                                    when=pb.ChangeTiming.Value(when), idempotency_key=idempotency_key or new_key())
         return Subscription.from_pb(await self._call(self._rpc("ChangePlan"), req, timeout_s))
 
+    async def extend_subscription(self, account_id: str, days: int, *, idempotency_key: str | None = None,
+                                  timeout_s: float | None = None) -> Subscription:
+        """Move the current cycle's end (and what expires with it) `days` later (KB5)."""
+        req = pb.ExtendSubscriptionRequest(account_id=account_id, days=days,
+                                           idempotency_key=idempotency_key or new_key())
+        return Subscription.from_pb(await self._call(self._rpc("ExtendSubscription"), req, timeout_s))
+
+    async def change_owner(self, account_id: str, owner_id: str, *, idempotency_key: str | None = None,
+                           timeout_s: float | None = None) -> Account:
+        """Hand the account to another owner (KB5)."""
+        req = pb.ChangeOwnerRequest(account_id=account_id, owner_id=owner_id,
+                                    idempotency_key=idempotency_key or new_key())
+        return Account.from_pb(await self._call(self._rpc("ChangeOwner"), req, timeout_s))
+
     async def subscription(self, account_id: str, *, timeout_s: float | None = None) -> Subscription:
         """The account's subscription and current cycle (QuotaClientError NOT_FOUND when it has none)."""
         req = pb.GetSubscriptionRequest(account_id=account_id)

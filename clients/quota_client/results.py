@@ -127,6 +127,7 @@ class Account:
     status: str
     policies: tuple[MeterPolicy, ...]
     replayed: bool
+    owner_id: str = ""
 
     @classmethod
     def from_pb(cls, a: Any) -> Account:
@@ -134,7 +135,7 @@ class Account:
                    tuple(MeterPolicy(p.meter, p.overage_price_minor, p.overage_currency,
                                      "" if p.exhausted_action == 0 else pb.ExhaustedAction.Name(p.exhausted_action),
                                      tuple(p.alert_pct_left)) for p in a.policies),
-                   a.replayed)
+                   a.replayed, a.owner_id)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from quota_service.subscriptions import release_withheld
 
 def _account_info(row: asyncpg.Record, replayed: bool = False) -> AccountInfo:
     policies = tuple(MeterPolicy.from_json(m, p) for m, p in sorted((row["policies"] or {}).items()))
-    return AccountInfo(row["account_id"], row["org_id"], row["time_zone"], row["status"], policies, replayed)
+    return AccountInfo(row["account_id"], row["org_id"], row["time_zone"], row["status"], policies, replayed,
+                       row["owner_id"])
 
 
 def _grant_state(row: asyncpg.Record) -> GrantState:
@@ -151,6 +152,27 @@ class Admin:
 
         _, replayed = await self._admin(account_id, idempotency_key, "set_status",
                                         canonical_hash("set_status", status), now, body)
+        row = await self.ledger._call(lambda c: c.fetchrow(Q["get_account"], account_id))
+        return _account_info(row, replayed)
+
+    async def change_owner(self, account_id: str, owner_id: str, idempotency_key: str) -> AccountInfo:
+        """KB5: hand the account to another owner (a user id of the platform); in the ledger."""
+        v.ident("account_id", account_id)
+        v.ident("owner_id", owner_id)
+        v.idempotency_key(idempotency_key)
+        now = self.clock.now_ms()
+
+        async def body(conn: asyncpg.Connection) -> str:
+            row = await conn.fetchrow(Q["get_account"], account_id)
+            if row is None:
+                raise NotFound("account_id", f"unknown account {account_id!r}")
+            await conn.execute(Q["set_owner"], account_id, owner_id)
+            await conn.execute(Q["insert_admin_entry"], account_id, "owner_change", None, None, 0,
+                               idempotency_key, now, {"from": row["owner_id"], "to": owner_id})
+            return owner_id
+
+        _, replayed = await self._admin(account_id, idempotency_key, "change_owner",
+                                        canonical_hash("change_owner", owner_id), now, body)
         row = await self.ledger._call(lambda c: c.fetchrow(Q["get_account"], account_id))
         return _account_info(row, replayed)
 

@@ -46,6 +46,7 @@ from quota_service.storage.postgres import PostgresLedger, Q
 
 log = logging.getLogger(__name__)
 MAX_PACKS = 1000  # most packs of one kind bought with a subscription
+MAX_EXTENSION_DAYS = 366
 TRIAL = "trial"  # the interval of a trial subscription: one period, until it ends or the account subscribes
 DAY_MS = 86_400_000
 
@@ -370,6 +371,40 @@ class Subscriptions:
             return "changed"
 
         answer, replayed = await self.ledger.admin(account_id, idempotency_key, "change_plan", request_hash, now, body)
+        if not answer:
+            raise IdempotencyMismatch(idempotency_key)
+        if not replayed:
+            await self.rebuilder.rebuild(account_id)
+        return await self.get(account_id, replayed=replayed)
+
+    async def extend(self, account_id: str, days: int, idempotency_key: str) -> SubscriptionInfo:
+        """KB5: the current cycle ends `days` later; what expires with it too. The next cycle starts at
+        the new end and runs a full interval (the cycles count from there)."""
+        v.ident("account_id", account_id)
+        v.idempotency_key(idempotency_key)
+        if not 1 <= days <= MAX_EXTENSION_DAYS:
+            raise InvalidArgument("days", f"must be 1..{MAX_EXTENSION_DAYS}")
+        now = self.clock.now_ms()
+
+        async def body(conn: asyncpg.Connection) -> str:
+            sub = await conn.fetchrow(Q["lock_subscription"], account_id)
+            if sub is None:
+                raise NotFound("account_id", f"account {account_id!r} has no subscription")
+            k, old_end = sub["cycle_no"], sub["cycle_end_ms"]
+            if old_end >= v.MAX_TIME_MS - days * DAY_MS:
+                raise FailedPrecondition("days: this cycle has no end to move (an open-ended trial)")
+            new_end = old_end + days * DAY_MS
+            await conn.execute("UPDATE grants SET expires_at_ms = $4 WHERE account_id = $1 AND cycle_no = $2 "
+                               "AND item IS NOT NULL AND expires_at_ms = $3", account_id, k, old_end, new_end)
+            await conn.execute("UPDATE subscriptions SET cycle_end_ms = $2, anchor_at_ms = $2, anchor_cycle_no = $3 "
+                               "WHERE account_id = $1", account_id, new_end, k + 1)
+            await conn.execute(Q["cut_cycle"], account_id, k, new_end)
+            await _entry(conn, account_id, "extension", None, "", now, key=idempotency_key,
+                         attrs={"cycle": k, "from_end_ms": old_end, "to_end_ms": new_end, "days": days})
+            return "extended"
+
+        answer, replayed = await self.ledger.admin(account_id, idempotency_key, "extend",
+                                                   canonical_hash("extend", days), now, body)
         if not answer:
             raise IdempotencyMismatch(idempotency_key)
         if not replayed:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import platform
 import random
 import statistics
@@ -113,8 +114,8 @@ async def main(argv: list[str] | None = None) -> int:
         await st.stop()
     (n1, r1), (n2, r2) = results
     print(f"reports on a {n1:,}-row and a {n2:,}-row ledger ({accounts:,} accounts, {parts} partitions); "
-          f"{platform.processor() or platform.machine()}, {stack.CORES if hasattr(stack, 'CORES') else ''}"
-          f"Postgres {st.pg_kind}; median of {a.repeat} runs, ms")
+          f"{platform.machine()}, {os.cpu_count()} cores shared by the service, Valkey, Postgres and this "
+          f"client; Postgres {st.pg_kind}; median of {a.repeat} runs, ms")
     print(f"| query | {n1:,} rows | {n2:,} rows | ratio |")
     print("| --- | ---: | ---: | ---: |")
     for key in r1:

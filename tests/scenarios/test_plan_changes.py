@@ -159,3 +159,38 @@ async def test_ta2_trial_of_100_conversations_then_denied_until_subscribed(
     with pytest.raises(QuotaClientError) as info:
         await client.change_plan(account_id, "trial", when="NOW")
     assert info.value.code.name == "INVALID_ARGUMENT" and "trial" in info.value.details
+
+
+async def test_kb5_extension_moves_the_cycle_end_and_what_expires_with_it(
+        client: AsyncQuotaClient, server: QuotaServer, clock: ManualClock, pg_dsn: str, account_id: str) -> None:
+    await client.create_account(account_id)
+    sub = await client.subscribe(account_id, "ai_helpmate", "essentials", interval="monthly")
+    assert (await client.consume(account_id, METER, 5)).granted
+    longer = await client.extend_subscription(account_id, 10, idempotency_key="ext-1")
+    assert (longer.cycle, longer.cycle_end_ms) == (0, sub.cycle_end_ms + 10 * 86_400_000)
+    assert (await client.extend_subscription(account_id, 10, idempotency_key="ext-1")).replayed
+    await cross(server, clock, sub.cycle_end_ms)  # the old end passes: nothing rolls, nothing expires
+    assert (await client.subscription(account_id)).cycle == 0
+    assert await remaining(client, account_id, METER) == 15
+    await cross(server, clock, longer.cycle_end_ms)
+    now = await client.subscription(account_id)
+    assert (now.cycle, now.cycle_start_ms, now.cycle_end_ms) == (1, longer.cycle_end_ms, ms(2026, 3, 11))
+    assert await remaining(client, account_id, METER) == 20
+    assert len(await entries(pg_dsn, account_id, "extension")) == 1
+    with pytest.raises(QuotaClientError) as info:
+        await client.extend_subscription(account_id, 0)
+    assert info.value.code.name == "INVALID_ARGUMENT" and info.value.details.startswith("days")
+
+
+async def test_kb5_change_of_owner_is_recorded(client: AsyncQuotaClient, pg_dsn: str, account_id: str) -> None:
+    await client.create_account(account_id, org_id="org-kb5")
+    acct = await client.change_owner(account_id, "user-17", idempotency_key="own-1")
+    assert (acct.owner_id, acct.replayed) == ("user-17", False)
+    assert (await client.change_owner(account_id, "user-17", idempotency_key="own-1")).replayed
+    overview = {a.account_id: a for a in (await client.accounts("org-kb5")).accounts}
+    assert overview[account_id].owner_id == "user-17"
+    rows = await entries(pg_dsn, account_id, "owner_change")
+    assert len(rows) == 1 and '"to": "user-17"' in rows[0]["attrs"]
+    with pytest.raises(QuotaClientError) as info:
+        await client.change_owner(account_id, "bad owner!")
+    assert info.value.code.name == "INVALID_ARGUMENT" and info.value.details.startswith("owner_id")

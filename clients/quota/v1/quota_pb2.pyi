@@ -363,20 +363,22 @@ class SetAccountStatusRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class Account(_message.Message):
-    __slots__ = ("account_id", "org_id", "time_zone", "status", "policies", "replayed")
+    __slots__ = ("account_id", "org_id", "time_zone", "status", "policies", "replayed", "owner_id")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     POLICIES_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     org_id: str
     time_zone: str
     status: AccountStatus
     policies: _containers.RepeatedCompositeFieldContainer[MeterPolicy]
     replayed: bool
-    def __init__(self, account_id: _Optional[str] = ..., org_id: _Optional[str] = ..., time_zone: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., policies: _Optional[_Iterable[_Union[MeterPolicy, _Mapping]]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    owner_id: str
+    def __init__(self, account_id: _Optional[str] = ..., org_id: _Optional[str] = ..., time_zone: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., policies: _Optional[_Iterable[_Union[MeterPolicy, _Mapping]]] = ..., replayed: _Optional[bool] = ..., owner_id: _Optional[str] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("account_id", "product", "plan", "interval", "starts_at_ms", "idempotency_key", "packs")
@@ -468,6 +470,26 @@ class PlanChange(_message.Message):
     packs: _containers.ScalarMap[str, int]
     effective_at_ms: int
     def __init__(self, plan: _Optional[str] = ..., interval: _Optional[str] = ..., packs: _Optional[_Mapping[str, int]] = ..., effective_at_ms: _Optional[int] = ...) -> None: ...
+
+class ExtendSubscriptionRequest(_message.Message):
+    __slots__ = ("account_id", "days", "idempotency_key")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    days: int
+    idempotency_key: str
+    def __init__(self, account_id: _Optional[str] = ..., days: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class ChangeOwnerRequest(_message.Message):
+    __slots__ = ("account_id", "owner_id", "idempotency_key")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    owner_id: str
+    idempotency_key: str
+    def __init__(self, account_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class ChangePlanRequest(_message.Message):
     __slots__ = ("account_id", "plan", "interval", "packs", "when", "idempotency_key")
@@ -735,7 +757,7 @@ class ListAccountsRequest(_message.Message):
     def __init__(self, org_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class AccountOverview(_message.Message):
-    __slots__ = ("account_id", "org_id", "status", "product", "plan", "interval", "cycle_end_ms", "meters", "next_expiry_ms", "pending_change")
+    __slots__ = ("account_id", "org_id", "status", "product", "plan", "interval", "cycle_end_ms", "meters", "next_expiry_ms", "pending_change", "owner_id")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -746,6 +768,7 @@ class AccountOverview(_message.Message):
     METERS_FIELD_NUMBER: _ClassVar[int]
     NEXT_EXPIRY_MS_FIELD_NUMBER: _ClassVar[int]
     PENDING_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     org_id: str
     status: AccountStatus
@@ -756,7 +779,8 @@ class AccountOverview(_message.Message):
     meters: _containers.RepeatedCompositeFieldContainer[MeterBalance]
     next_expiry_ms: int
     pending_change: PlanChange
-    def __init__(self, account_id: _Optional[str] = ..., org_id: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., product: _Optional[str] = ..., plan: _Optional[str] = ..., interval: _Optional[str] = ..., cycle_end_ms: _Optional[int] = ..., meters: _Optional[_Iterable[_Union[MeterBalance, _Mapping]]] = ..., next_expiry_ms: _Optional[int] = ..., pending_change: _Optional[_Union[PlanChange, _Mapping]] = ...) -> None: ...
+    owner_id: str
+    def __init__(self, account_id: _Optional[str] = ..., org_id: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., product: _Optional[str] = ..., plan: _Optional[str] = ..., interval: _Optional[str] = ..., cycle_end_ms: _Optional[int] = ..., meters: _Optional[_Iterable[_Union[MeterBalance, _Mapping]]] = ..., next_expiry_ms: _Optional[int] = ..., pending_change: _Optional[_Union[PlanChange, _Mapping]] = ..., owner_id: _Optional[str] = ...) -> None: ...
 
 class AccountPage(_message.Message):
     __slots__ = ("accounts", "next_page_token")

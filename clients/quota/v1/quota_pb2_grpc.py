@@ -94,6 +94,16 @@ class QuotaServiceStub:
                 request_serializer=quota_dot_v1_dot_quota__pb2.ChangePlanRequest.SerializeToString,
                 response_deserializer=quota_dot_v1_dot_quota__pb2.Subscription.FromString,
                 _registered_method=True)
+        self.ExtendSubscription = channel.unary_unary(
+                '/quota.v1.QuotaService/ExtendSubscription',
+                request_serializer=quota_dot_v1_dot_quota__pb2.ExtendSubscriptionRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.ChangeOwner = channel.unary_unary(
+                '/quota.v1.QuotaService/ChangeOwner',
+                request_serializer=quota_dot_v1_dot_quota__pb2.ChangeOwnerRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.Account.FromString,
+                _registered_method=True)
         self.ReserveBatch = channel.unary_unary(
                 '/quota.v1.QuotaService/ReserveBatch',
                 request_serializer=quota_dot_v1_dot_quota__pb2.ReserveBatchRequest.SerializeToString,
@@ -231,6 +241,21 @@ class QuotaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExtendSubscription(self, request, context):
+        """Extend the current cycle by some days (KB5): its end and what expires with it move later; the
+        next cycle starts at the new end and runs a full interval.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangeOwner(self, request, context):
+        """Hand the account to another owner (KB5).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReserveBatch(self, request, context):
         """Many reservations in one call, each with its own result and the same guarantees as the unary
         calls. At most 1000 items; more is OUT_OF_RANGE for the whole call.
@@ -362,6 +387,16 @@ def add_QuotaServiceServicer_to_server(servicer, server):
                     servicer.ChangePlan,
                     request_deserializer=quota_dot_v1_dot_quota__pb2.ChangePlanRequest.FromString,
                     response_serializer=quota_dot_v1_dot_quota__pb2.Subscription.SerializeToString,
+            ),
+            'ExtendSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtendSubscription,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.ExtendSubscriptionRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.Subscription.SerializeToString,
+            ),
+            'ChangeOwner': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeOwner,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.ChangeOwnerRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.Account.SerializeToString,
             ),
             'ReserveBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.ReserveBatch,
@@ -733,6 +768,60 @@ class QuotaService:
             '/quota.v1.QuotaService/ChangePlan',
             quota_dot_v1_dot_quota__pb2.ChangePlanRequest.SerializeToString,
             quota_dot_v1_dot_quota__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtendSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/ExtendSubscription',
+            quota_dot_v1_dot_quota__pb2.ExtendSubscriptionRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeOwner(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/ChangeOwner',
+            quota_dot_v1_dot_quota__pb2.ChangeOwnerRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.Account.FromString,
             options,
             channel_credentials,
             insecure,

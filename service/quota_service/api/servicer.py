@@ -66,7 +66,7 @@ def account_pb(a: model.AccountInfo) -> pb.Account:
                                  overage_currency=p.overage_currency,
                                  exhausted_action=_ACTION_TO_PB[p.exhausted_action],
                                  alert_pct_left=list(p.alert_pct_left)) for p in a.policies],
-        replayed=a.replayed)
+        replayed=a.replayed, owner_id=a.owner_id)
 
 
 def subscription_pb(s: SubscriptionInfo) -> pb.Subscription:
@@ -197,6 +197,16 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         if status is None:
             raise InvalidArgument("status", "must be ACTIVE, SUSPENDED or EXPIRED")
         return account_pb(await self.admin.set_status(request.account_id, status, request.idempotency_key))
+
+    async def ChangeOwner(self, request: pb.ChangeOwnerRequest, context: aio.ServicerContext) -> pb.Account:
+        await self._scope(request.account_id)
+        return account_pb(await self.admin.change_owner(request.account_id, request.owner_id,
+                                                        request.idempotency_key))
+
+    async def ExtendSubscription(self, request: pb.ExtendSubscriptionRequest,
+                                 context: aio.ServicerContext) -> pb.Subscription:
+        await self._scope(request.account_id)
+        return subscription_pb(await self._subs().extend(request.account_id, request.days, request.idempotency_key))
 
     async def Subscribe(self, request: pb.SubscribeRequest, context: aio.ServicerContext) -> pb.Subscription:
         await self._scope(request.account_id)

@@ -199,6 +199,7 @@ class AccountInfo:
     status: str
     policies: tuple[MeterPolicy, ...]
     replayed: bool = False
+    owner_id: str = ""
 
 
 @dataclass(frozen=True)

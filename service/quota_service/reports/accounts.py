@@ -314,7 +314,7 @@ class AccountReports:
             grants = by_account.get(a["account_id"], [])
             expiries = [g.expires_at_ms for g in grants if g.expires_at_ms]
             page.accounts.append(pb.AccountOverview(
-                account_id=a["account_id"], org_id=a["org_id"],
+                account_id=a["account_id"], org_id=a["org_id"], owner_id=a["owner_id"],
                 status=_STATUS_TO_PB.get(a["status"], pb.ACCOUNT_STATUS_UNSPECIFIED), product=a["product"],
                 plan=a["plan"], interval=a["interval"], cycle_end_ms=a["cycle_end_ms"],
                 meters=_meters_pb(grants, now), next_expiry_ms=min(expiries, default=0),

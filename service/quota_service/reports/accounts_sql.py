@@ -131,7 +131,7 @@ SELECT product, plan, cycle_start_ms, cycle_end_ms FROM subscription_cycles
 
 # $2: the last account of the previous page (NULL: the first page)
 ORG_ACCOUNTS = """
-SELECT a.account_id, a.org_id, a.status, COALESCE(s.product, '') AS product, COALESCE(s.plan, '') AS plan,
+SELECT a.account_id, a.org_id, a.owner_id, a.status, COALESCE(s.product, '') AS product, COALESCE(s.plan, '') AS plan,
        COALESCE(s.interval, '') AS interval, COALESCE(s.cycle_end_ms, 0) AS cycle_end_ms, s.pending
   FROM accounts a
   LEFT JOIN subscriptions s ON s.account_id = a.account_id

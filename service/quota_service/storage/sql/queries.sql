@@ -49,8 +49,11 @@ VALUES ($1, NULLIF($2, ''), $3, $4, to_timestamp($5 / 1000.0))
 ON CONFLICT DO NOTHING;
 
 -- name: get_account
-SELECT account_id, COALESCE(org_id, '') AS org_id, time_zone, status, policies
+SELECT account_id, COALESCE(org_id, '') AS org_id, time_zone, status, policies, owner_id
   FROM accounts WHERE account_id = $1;
+
+-- name: set_owner
+UPDATE accounts SET owner_id = $2 WHERE account_id = $1;
 
 -- name: set_status
 UPDATE accounts SET status = $2 WHERE account_id = $1 RETURNING account_id;
