@@ -92,6 +92,8 @@ class Balance:
     meters: dict[str, MeterBalance]
     grants: tuple[Grant, ...]
     as_of_ms: int
+    cycle_start_ms: int = 0  # the subscription's current billing cycle; 0 without one
+    cycle_end_ms: int = 0
 
     @classmethod
     def from_pb(cls, b: Any) -> Balance:
@@ -99,7 +101,8 @@ class Balance:
             account_id=b.account_id, status=pb.AccountStatus.Name(b.status),
             meters={m.bucket: MeterBalance(m.bucket, m.granted, m.used, m.held, m.remaining, m.remaining_pct)
                     for m in b.meters},
-            grants=tuple(Grant.from_pb(g) for g in b.grants), as_of_ms=b.as_of_ms)
+            grants=tuple(Grant.from_pb(g) for g in b.grants), as_of_ms=b.as_of_ms,
+            cycle_start_ms=b.cycle_start_ms, cycle_end_ms=b.cycle_end_ms)
 
 
 @dataclass(frozen=True)

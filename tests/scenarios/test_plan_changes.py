@@ -30,6 +30,8 @@ async def test_a1_upgrade_now_starts_the_new_plan_and_a_new_cycle(
     assert (up.plan, up.cycle, up.cycle_start_ms, up.cycle_end_ms) == ("pro", 1, ms(2026, 1, 10), ms(2026, 2, 10))
     assert up.pending_change is None and up.anchor_at_ms == ms(2026, 1, 10)
     assert await remaining(client, account_id, METER) == 100, "essentials' 15 left ended with its cycle"
+    bal = await client.balance(account_id)  # R1: the balance names its cycle
+    assert (bal.cycle_start_ms, bal.cycle_end_ms) == (ms(2026, 1, 10), ms(2026, 2, 10))
     assert (await client.consume(account_id, METER, 1, feature="autopilot")).granted
     forfeit = (await entries(pg_dsn, account_id, "forfeit"))[-1]
     assert (forfeit["amount"], forfeit["at_ms"]) == (15, ms(2026, 1, 10))

@@ -269,18 +269,22 @@ class MeterBalance(_message.Message):
     def __init__(self, bucket: _Optional[str] = ..., granted: _Optional[int] = ..., used: _Optional[int] = ..., held: _Optional[int] = ..., remaining: _Optional[int] = ..., remaining_pct: _Optional[float] = ...) -> None: ...
 
 class Balance(_message.Message):
-    __slots__ = ("account_id", "status", "meters", "grants", "as_of_ms")
+    __slots__ = ("account_id", "status", "meters", "grants", "as_of_ms", "cycle_start_ms", "cycle_end_ms")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     METERS_FIELD_NUMBER: _ClassVar[int]
     GRANTS_FIELD_NUMBER: _ClassVar[int]
     AS_OF_MS_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_START_MS_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_END_MS_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     status: AccountStatus
     meters: _containers.RepeatedCompositeFieldContainer[MeterBalance]
     grants: _containers.RepeatedCompositeFieldContainer[GrantBalance]
     as_of_ms: int
-    def __init__(self, account_id: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., meters: _Optional[_Iterable[_Union[MeterBalance, _Mapping]]] = ..., grants: _Optional[_Iterable[_Union[GrantBalance, _Mapping]]] = ..., as_of_ms: _Optional[int] = ...) -> None: ...
+    cycle_start_ms: int
+    cycle_end_ms: int
+    def __init__(self, account_id: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., meters: _Optional[_Iterable[_Union[MeterBalance, _Mapping]]] = ..., grants: _Optional[_Iterable[_Union[GrantBalance, _Mapping]]] = ..., as_of_ms: _Optional[int] = ..., cycle_start_ms: _Optional[int] = ..., cycle_end_ms: _Optional[int] = ...) -> None: ...
 
 class GrantSpec(_message.Message):
     __slots__ = ("grant_id", "meter", "currency", "amount", "source", "priority", "overdraft_limit", "starts_at_ms", "expires_at_ms", "label")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -17,7 +18,7 @@ from quota_service.alerts import AlertFeed
 from quota_service.api.interceptors import status_for
 from quota_service.domain import model
 from quota_service.domain import validation as v
-from quota_service.errors import FailedPrecondition, InvalidArgument, QuotaError
+from quota_service.errors import FailedPrecondition, InvalidArgument, NotFound, QuotaError, StorageError
 from quota_service.hotpath import HotPath, ReserveRequest
 from quota_service.reports import AccountReports, UsageReports
 from quota_service.subscriptions import SubscriptionInfo, Subscriptions
@@ -152,11 +153,18 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         if request.as_of_ms:
             return await self._accounts().balance_as_of(request.account_id, request.meter, request.as_of_ms)
         b = await self.hot.balance(request.account_id, request.meter)
+        cycle = (0, 0)
+        if self.subscriptions is not None:
+            # the cycle is Postgres's to say; without an answer the balance (from Redis) still stands
+            with contextlib.suppress(NotFound, StorageError):
+                sub = await self.subscriptions.get(request.account_id)
+                cycle = (sub.cycle_start_ms, sub.cycle_end_ms)
         return pb.Balance(
             account_id=b.account_id, status=_STATUS_TO_PB.get(b.status, pb.ACCOUNT_STATUS_UNSPECIFIED),
             meters=[pb.MeterBalance(bucket=m.bucket, granted=m.granted, used=m.used, held=m.held,
                                     remaining=m.remaining, remaining_pct=m.remaining_pct) for m in b.meters],
-            grants=[grant_pb(g) for g in b.grants], as_of_ms=b.as_of_ms)
+            grants=[grant_pb(g) for g in b.grants], as_of_ms=b.as_of_ms,
+            cycle_start_ms=cycle[0], cycle_end_ms=cycle[1])
 
     async def TopUp(self, request: pb.TopUpRequest, context: aio.ServicerContext) -> pb.TopUpResponse:
         await self._scope(request.account_id)

@@ -151,9 +151,10 @@ class AccountReports:
             infos = await _grants(conn, account_id)
             states = await _states_at(conn, account_id, as_of_ms, inclusive=True, created_ms=acct["created_ms"],
                                       now_ms=now)
-            return status, infos, states
+            cycle = await conn.fetchrow(sql.CYCLE_AT, account_id, as_of_ms)
+            return status, infos, states, cycle
 
-        status, infos, states = await self._read(read)
+        status, infos, states, cycle = await self._read(read)
         grants = []
         for gid, g in infos.items():
             granted, used, held = states.get(gid, [0, 0, 0])
@@ -168,7 +169,8 @@ class AccountReports:
         grants.sort(key=lambda g: (g.bucket, g.priority, g.expires_at_ms or 2**62, g.grant_id))
         return pb.Balance(account_id=account_id, status=_STATUS_TO_PB.get(status, pb.ACCOUNT_STATUS_UNSPECIFIED),
                           meters=_meters_pb(grants, as_of_ms), grants=[_grant_pb(g) for g in grants],
-                          as_of_ms=as_of_ms)
+                          as_of_ms=as_of_ms, cycle_start_ms=cycle["cycle_start_ms"] if cycle else 0,
+                          cycle_end_ms=cycle["cycle_end_ms"] if cycle else 0)
 
     # -- R4 ---------------------------------------------------------------------------------------
 

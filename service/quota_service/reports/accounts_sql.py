@@ -149,3 +149,9 @@ SELECT account_id, grant_id, bucket, source, label, priority, starts_at_ms, expi
 DUE_HOLDS_OF = """
 SELECT account_id, rows FROM holds
  WHERE account_id = ANY($1::text[]) AND status = 'open' AND expires_at_ms <= $2"""
+
+# the subscription cycle in force at $2 (subscription_cycles keeps every cycle with its bounds)
+CYCLE_AT = """
+SELECT cycle_start_ms, cycle_end_ms FROM subscription_cycles
+ WHERE account_id = $1 AND cycle_start_ms <= $2 AND cycle_end_ms > $2
+ ORDER BY cycle_no DESC LIMIT 1"""
