@@ -230,6 +230,9 @@ class HotPath:
                 dedup_window_ms=dedup_window_s * 1000, feature=req.feature, attributes=req.attributes)
             if raw.get("e") == "UNKNOWN_METER":
                 raise NotFound("meter", f"account {account_id!r} has no grant or policy for meter {meter!r}")
+            if raw.get("e") == "CAPACITY":
+                raise FailedPrecondition(f"meter: {meter!r} is a capacity meter: Reserve takes a unit while it is "
+                                         "in use and Release gives it back; Consume does not apply")
             if raw.get("e") == "MISSING_ATTRIBUTE":
                 raise InvalidArgument(f"attributes[{raw['a']}]",
                                       f"is required: meter {meter!r} counts each {raw['a']} once per window")
@@ -402,6 +405,9 @@ class HotPath:
                 if status != "open":
                     raise FailedPrecondition(f"reservation_id: reservation {reservation_id!r} is already {status}")
                 return {"e": "RELOAD"}, ""  # Postgres has it open but Redis does not: rebuild
+            if err == "CAPACITY":
+                raise FailedPrecondition(f"reservation_id: {reservation_id!r} holds a unit of a capacity meter: "
+                                         "Release gives it back; Commit does not apply")
             if err == "OVER":
                 raise FailedPrecondition(
                     f"actual_amount: {actual} exceeds the reservation and only {raw['avail']} more is "

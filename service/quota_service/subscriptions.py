@@ -184,6 +184,38 @@ async def _add_packs(conn: asyncpg.Connection, sub: Mapping[str, Any], cat: Cata
     await conn.execute("UPDATE subscriptions SET packs = $2 WHERE account_id = $1", account_id, bought)
 
 
+def capacity_policy(cat: Catalogue, meter: str) -> MeterPolicy:
+    """A capacity meter's policy (QC2): Reserve takes a unit while it is in use, Release gives it back.
+    The request's `feature` names the user's role: the meter's roles take a unit, an admin none;
+    another role is not in the plan."""
+    m = cat.meters.get(meter)
+    roles = m.roles if m is not None else ()
+    features = tuple(sorted([(r, "included") for r in roles] + [("admin", "free")])) if roles else None
+    return MeterPolicy(meter, features=features, capacity=True)
+
+
+async def _set_capacity(conn: asyncpg.Connection, account_id: str, cat: Catalogue, old: Plan | None, new: Plan,
+                        at_ms: int, key: str | None, attrs: Mapping[str, Any]) -> None:
+    """The plan's capacity (QC2) as one grant per capacity meter, not tied to a cycle: a cycle end leaves
+    it alone, a plan change sets its new limit (units in use stay taken until released)."""
+    for meter in sorted(set(new.capacity) | set(old.capacity if old is not None else ())):
+        limit = new.capacity.get(meter, 0)
+        gid = f"{account_id}/capacity:{meter}"
+        row = await conn.fetchrow(Q["get_grant"], gid, account_id)
+        if row is None:
+            if limit and await _grant(conn, gid, account_id, meter, "plan", f"Capacity: {meter}", 10, at_ms, 0,
+                                      limit, item=f"capacity:{meter}", cycle_no=None):
+                await _entry(conn, account_id, "grant", gid, meter, at_ms, d_granted=limit, amount=limit,
+                             attrs={**attrs, "item": f"capacity:{meter}"}, key=key)
+            continue
+        target = max(limit, int(row["used"]) + int(row["held"]))
+        delta = target - int(row["granted"])
+        if delta:
+            await conn.execute(Q["move_granted"], gid, account_id, delta)
+            await _entry(conn, account_id, "capacity_change", gid, meter, at_ms, d_granted=delta, amount=delta,
+                         attrs={**attrs, "item": f"capacity:{meter}", "limit": limit})
+
+
 def _first_cycle(plan: Plan, iv: str, starts_ms: int, tz: str) -> cycles.Cycle:
     if iv == TRIAL:  # one period: its duration, or until the account subscribes
         days = plan.trial.duration_days if plan.trial is not None else None
@@ -265,6 +297,8 @@ class Subscriptions:
             policies = dict(acct["policies"] or {})
             for meter in sorted(p.policies):
                 policies[meter] = policy_of(p, meter, iv, cat).to_json()
+            for meter in sorted(p.capacity):
+                policies[meter] = capacity_policy(cat, meter).to_json()
             await conn.execute(Q["set_policies"], account_id, policies)
             base = {"product": product, "plan": plan, "interval": iv, "cycle": 0,
                     "catalogue_version": cat.version, "catalogue_hash": cat.content_hash}
@@ -276,6 +310,7 @@ class Subscriptions:
                              c0.end_ms, amount, overdraft=g.overdraft_limit, item=item, cycle_no=0)
                 await _entry(conn, account_id, "cycle_grant", gid, g.bucket, now, d_granted=amount, amount=amount,
                              attrs={**base, "item": item}, key=idempotency_key)
+            await _set_capacity(conn, account_id, cat, None, p, now, idempotency_key, base)
             if p.trial is not None:  # TA2: the trial's whole allowance, denied with its reason once spent
                 t = p.trial
                 gid = f"{account_id}/{product}/{TRIAL}@{starts}"
@@ -593,11 +628,14 @@ async def _turn(conn: asyncpg.Connection, sub: Mapping[str, Any], acct: Mapping[
     for item in sorted(set(by_item) - handled):  # a trial's allowance, a pack no longer sold: ends here
         for row in by_item[item]:
             await forfeit(row)
-    if nxt is not None:  # the hot path follows the new plan: its meters' policies
+    if nxt is not None:  # the hot path follows the new plan: its meters' policies, its capacity
         policies = {m: p for m, p in dict(acct["policies"] or {}).items() if m not in plan.policies}
         for meter in sorted(new_plan.policies):
             policies[meter] = policy_of(new_plan, meter, new_iv, cat).to_json()
+        for meter in sorted(new_plan.capacity):
+            policies[meter] = capacity_policy(cat, meter).to_json()
         await conn.execute(Q["set_policies"], account_id, policies)
+        await _set_capacity(conn, account_id, cat, plan, new_plan, b, None, base)
     await conn.execute(Q["next_cycle"], account_id, k + 1, b, end, withheld, cat.version, cat.content_hash,
                        new_name, new_iv, new_packs, anchor, anchor_no)
     await conn.execute(Q["record_cycle"], account_id, k + 1, sub["product"], new_name, new_iv, new_packs, b, end,

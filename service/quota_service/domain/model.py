@@ -104,6 +104,8 @@ class MeterPolicy:
     unique: tuple[str, tuple[str, ...]] | None = None
     # the action when the meter runs out, for requests naming a feature (FB4: which widget asks)
     action_by_feature: tuple[tuple[str, str], ...] = ()
+    # a capacity meter (QC2): Reserve holds a unit until Release (no expiry); Consume and Commit refused
+    capacity: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"p": self.overage_price_minor, "c": self.overage_currency,
@@ -116,6 +118,8 @@ class MeterPolicy:
             out["u"] = {"w": self.unique[0], "a": list(self.unique[1])}
         if self.action_by_feature:
             out["xf"] = {f: ACTIONS.index(a) for f, a in self.action_by_feature}
+        if self.capacity:
+            out["cap"] = 1
         return out
 
     @classmethod
@@ -124,7 +128,7 @@ class MeterPolicy:
         unique = None if raw.get("u") is None else (raw["u"]["w"], tuple(raw["u"]["a"]))
         by_feature = tuple(sorted((f, ACTIONS[int(a)]) for f, a in (raw.get("xf") or {}).items()))
         return cls(meter, int(raw["p"]), raw["c"], ACTIONS[int(raw["x"])], tuple(int(a) for a in raw["al"]),
-                   features, raw.get("dr", ""), unique, by_feature)
+                   features, raw.get("dr", ""), unique, by_feature, bool(raw.get("cap")))
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,9 @@ local function pct(granted, remaining)
   return p
 end
 
+-- A capacity meter's hold (a seat in use, QC2) lasts until it is released: 2999-12-31 (MAX_TIME_MS).
+local CAPACITY_HOLD_EXP = 32503679999000
+
 local function policy(meter)
   local raw = redis.call('HGET', KEYS[1], 'pol:' .. meter)
   if raw then return dec(raw) end
@@ -204,6 +207,10 @@ local function reserve_item(ctx, it)
   if redis.call('HEXISTS', KEYS[1], 'k:' .. meter) == 0 then return enc({e = 'UNKNOWN_METER'}) end
 
   local pol = policy(meter)
+  if pol.cap then  -- a capacity meter (QC2): a seat is held while in use, never charged
+    if it.mode == 'consume' then return enc({e = 'CAPACITY'}) end
+    it.hold_exp = CAPACITY_HOLD_EXP
+  end
   local granted, before = meter_totals(grants, meter, now)
   local action = pol.x
   if it.feature ~= '' and pol.xf and pol.xf[it.feature] then action = pol.xf[it.feature] end  -- FB4

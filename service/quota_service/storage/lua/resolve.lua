@@ -29,6 +29,7 @@ if not raw then return enc({e = 'NO_HOLD'}) end
 local hold = dec(raw)
 local meter = hold.m
 local pol = policy(meter)
+if pol.cap and op == 'commit' then return enc({e = 'CAPACITY'}) end  -- a seat is released, not used
 local actual = op == 'release' and 0 or tonumber(ARGV[4])
 local granted, before = meter_totals(grants, meter, now)
 
