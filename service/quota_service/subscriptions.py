@@ -104,10 +104,16 @@ def policy_of(plan: Plan, meter: str, interval: str, catalogue: Catalogue | None
                                 if catalogue.features[name].meter == meter))
     denial = plan.trial.denial_reason if plan.trial is not None and plan.trial.meter == meter else ""
     unique = None
+    slice_s = 0
     if catalogue is not None and meter in catalogue.meters:
         dedup = catalogue.meters[meter].dedup
         if catalogue.meters[meter].kind == "unique" and dedup is not None:
             unique = (dedup.window, tuple(dedup.key_attributes))
+        if catalogue.meters[meter].kind == "duration":
+            # KB1, KB2: one unit per started slice of a conversation's bot time (the caller's
+            # bot_elapsed_s leaves out the time a human agent had the conversation)
+            slice_s = catalogue.meters[meter].slice_s or 0
+            unique = ("conversation", ("conversation_id", v.BOT_ELAPSED))
     price, currency = 0, ""
     if spec.overage is not None and spec.overage.price_minor:
         price, currency = spec.overage.price_minor[interval], spec.overage.currency
@@ -115,7 +121,7 @@ def policy_of(plan: Plan, meter: str, interval: str, catalogue: Catalogue | None
     # the hot path yet, so such a meter is denied once its grants are spent.
     by_feature = tuple(sorted(spec.exhausted_action_by_feature.items()))
     return MeterPolicy(meter, price, currency, spec.exhausted_action, spec.alert_pct_left, features, denial, unique,
-                       by_feature)
+                       by_feature, slice_s=slice_s)
 
 
 def _item_of(plan: Plan, name: str) -> str:

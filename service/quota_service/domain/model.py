@@ -106,6 +106,8 @@ class MeterPolicy:
     action_by_feature: tuple[tuple[str, str], ...] = ()
     # a capacity meter (QC2): Reserve holds a unit until Release (no expiry); Consume and Commit refused
     capacity: bool = False
+    # a duration meter (KB1): seconds of a slice; the key's elapsed-time attribute counts in slices
+    slice_s: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"p": self.overage_price_minor, "c": self.overage_currency,
@@ -120,6 +122,8 @@ class MeterPolicy:
             out["xf"] = {f: ACTIONS.index(a) for f, a in self.action_by_feature}
         if self.capacity:
             out["cap"] = 1
+        if self.slice_s:
+            out["sl"] = self.slice_s
         return out
 
     @classmethod
@@ -128,7 +132,7 @@ class MeterPolicy:
         unique = None if raw.get("u") is None else (raw["u"]["w"], tuple(raw["u"]["a"]))
         by_feature = tuple(sorted((f, ACTIONS[int(a)]) for f, a in (raw.get("xf") or {}).items()))
         return cls(meter, int(raw["p"]), raw["c"], ACTIONS[int(raw["x"])], tuple(int(a) for a in raw["al"]),
-                   features, raw.get("dr", ""), unique, by_feature, bool(raw.get("cap")))
+                   features, raw.get("dr", ""), unique, by_feature, bool(raw.get("cap")), int(raw.get("sl", 0)))
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,12 @@ def text(field: str, value: str, max_len: int = 0) -> str:
     return value
 
 
+# A duration meter's clock (KB1, KB2): the bot time of a conversation so far, in whole seconds,
+# without the time a human agent had it.
+BOT_ELAPSED = "bot_elapsed_s"
+MAX_ELAPSED_S = 10 * 365 * 86_400
+
+
 def attributes(values: Mapping[str, str]) -> dict[str, str]:
     if len(values) > MAX_ATTRS:
         raise InvalidArgument("attributes", f"at most {MAX_ATTRS} entries")
@@ -97,4 +103,7 @@ def attributes(values: Mapping[str, str]) -> dict[str, str]:
         if len(v) > MAX_ATTR_LEN:
             raise InvalidArgument(f"attributes[{k}]", f"is longer than {MAX_ATTR_LEN} characters")
         text(f"attributes[{k}]", v)
+    elapsed = values.get(BOT_ELAPSED)
+    if elapsed is not None and not (elapsed.isascii() and elapsed.isdigit() and int(elapsed) <= MAX_ELAPSED_S):
+        raise InvalidArgument(f"attributes[{BOT_ELAPSED}]", f"must be whole seconds, 0..{MAX_ELAPSED_S}")
     return dict(values)

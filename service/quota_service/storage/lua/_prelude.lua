@@ -272,7 +272,13 @@ local function reserve_item(ctx, it)
     local attrs = dec(it.attrs or '{}')
     for _, name in ipairs(pol.u.a) do
       local value = attrs[name]
-      if type(value) == 'string' and value ~= '' then values[#values + 1] = value else missing = missing or name end
+      if type(value) == 'string' and value ~= '' then
+        -- a duration meter (KB1) counts each started slice of a conversation's bot time once
+        if pol.sl and name == 'bot_elapsed_s' then value = 's' .. math.floor(tonumber(value) / pol.sl) end
+        values[#values + 1] = value
+      else
+        missing = missing or name
+      end
     end
     if #values > 0 and missing then return enc({e = 'MISSING_ATTRIBUTE', a = missing}) end
   end
