@@ -120,10 +120,11 @@ class AsyncQuotaClient:
         return Decision.from_pb(await self._call(self._rpc("Consume"), req, timeout_s))
 
     async def check(self, account_id: str, meter: str, amount: int = 1, *, dedup_key: str = "",
-                    dedup_window_s: int = 0, feature: str = "", timeout_s: float | None = None) -> Decision:
+                    dedup_window_s: int = 0, attributes: Mapping[str, str] | None = None, feature: str = "",
+                    timeout_s: float | None = None) -> Decision:
         """Dry run: what Reserve would answer now. Changes nothing."""
         req = pb.ReserveRequest(account_id=account_id, meter=meter, amount=amount, dedup_key=dedup_key,
-                                dedup_window_s=dedup_window_s, feature=feature)
+                                dedup_window_s=dedup_window_s, attributes=dict(attributes or {}), feature=feature)
         return Decision.from_pb(await self._call(self._rpc("Check"), req, timeout_s))
 
     async def commit(self, account_id: str, reservation_id: str, actual_amount: int, *,

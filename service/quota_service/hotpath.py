@@ -235,7 +235,16 @@ class HotPath:
                                          "in use and Release gives it back; Consume does not apply")
             if raw.get("e") == "MISSING_ATTRIBUTE":
                 raise InvalidArgument(f"attributes[{raw['a']}]",
-                                      f"is required: meter {meter!r} counts each {raw['a']} once per window")
+                                      f"is required: meter {meter!r} counts or prices by it")
+            if raw.get("e") == "BAD_GROUP":
+                raise InvalidArgument("attributes[group_members]",
+                                      f"must be 1..{raw['m']} and equal to amount (one unit per member sent to)"
+                                      if raw["m"] else f"meter {meter!r} has no group messages")
+            if raw.get("e") == "UNKNOWN_PRICE":
+                raise InvalidArgument("attributes", f"the price table in force has no price for {raw['a']} "
+                                                    "(country/category)")
+            if raw.get("e") == "NO_PRICE":
+                raise FailedPrecondition(f"meter: no price table of {meter!r} is in force yet")
             return raw, json.dumps(raw) if "e" not in raw else ""
 
         def to_entry(raw: dict[str, Any], answer_json: str, now: int) -> dict[str, Any]:

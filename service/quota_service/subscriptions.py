@@ -27,11 +27,13 @@ item exists at most once.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -117,11 +119,37 @@ def policy_of(plan: Plan, meter: str, interval: str, catalogue: Catalogue | None
     price, currency = 0, ""
     if spec.overage is not None and spec.overage.price_minor:
         price, currency = spec.overage.price_minor[interval], spec.overage.currency
-    # An overage priced by a price table (QC10) needs the event's time and category: not supported by
-    # the hot path yet, so such a meter is denied once its grants are spent.
+    table = None
+    if spec.overage is not None and spec.overage.price_table and catalogue is not None:
+        # priced per event by the table in force at its time (QC10); the scripts read this JSON
+        table = price_table_json(catalogue, spec.overage.price_table, spec.overage.category,
+                                 spec.overage.category_attribute)
+        currency = spec.overage.currency
     by_feature = tuple(sorted(spec.exhausted_action_by_feature.items()))
     return MeterPolicy(meter, price, currency, spec.exhausted_action, spec.alert_pct_left, features, denial, unique,
-                       by_feature, slice_s=slice_s)
+                       by_feature, slice_s=slice_s, price_table=table)
+
+
+def price_table_json(catalogue: Catalogue, name: str, category: str | None,
+                     category_attribute: str | None) -> dict[str, Any]:
+    """A price table as the hot path's scripts read it: every version with its start in ms (00:00 of
+    its date in the table's time zone), the charging rule per category and the prices per country."""
+    table = catalogue.price_tables[name]
+    tz = ZoneInfo(table.time_zone)
+    versions = []
+    for ver in table.versions:
+        start = dt.datetime.combine(ver.effective_from, dt.time(), tzinfo=tz)
+        versions.append([int(start.timestamp() * 1000), dict(ver.charging),
+                         {country: dict(prices) for country, prices in ver.prices_minor.items()}])
+    countries = {c for ver in table.versions for c in ver.prices_minor}
+    window_meters = sorted(m.name for m in catalogue.meters.values()
+                           if m.dedup is not None and m.dedup.window == "customer_service_window_24h")
+    out: dict[str, Any] = {"v": versions, "ca": category_attribute or "", "cf": category or "",
+                           "co": next(iter(countries)) if len(countries) == 1 else "", "cu": table.currency,
+                           "sw": window_meters[0] if window_meters else ""}
+    if table.group_messages is not None:  # (no null in the JSON: the scripts' cjson null is truthy)
+        out["g"] = [table.group_messages.max_members, table.group_messages.priced_as]
+    return out
 
 
 def _item_of(plan: Plan, name: str) -> str:

@@ -108,6 +108,8 @@ class MeterPolicy:
     capacity: bool = False
     # a duration meter (KB1): seconds of a slice; the key's elapsed-time attribute counts in slices
     slice_s: int = 0
+    # overage priced by a table (QC10): the JSON the scripts read (see reserve_item in _prelude.lua)
+    price_table: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"p": self.overage_price_minor, "c": self.overage_currency,
@@ -124,6 +126,8 @@ class MeterPolicy:
             out["cap"] = 1
         if self.slice_s:
             out["sl"] = self.slice_s
+        if self.price_table is not None:
+            out["pt"] = self.price_table
         return out
 
     @classmethod
@@ -132,7 +136,8 @@ class MeterPolicy:
         unique = None if raw.get("u") is None else (raw["u"]["w"], tuple(raw["u"]["a"]))
         by_feature = tuple(sorted((f, ACTIONS[int(a)]) for f, a in (raw.get("xf") or {}).items()))
         return cls(meter, int(raw["p"]), raw["c"], ACTIONS[int(raw["x"])], tuple(int(a) for a in raw["al"]),
-                   features, raw.get("dr", ""), unique, by_feature, bool(raw.get("cap")), int(raw.get("sl", 0)))
+                   features, raw.get("dr", ""), unique, by_feature, bool(raw.get("cap")), int(raw.get("sl", 0)),
+                   raw.get("pt"))
 
 
 @dataclass(frozen=True)

@@ -262,6 +262,59 @@ local function reserve_item(ctx, it)
     return finish(before)
   end
 
+  -- A meter priced by a table (QC3, QC5, QC10, QC11): the price of the request's category, for its
+  -- country, in the version in force now; the category's rule says how often it is charged.
+  -- pt: {v [[from_ms, {category: rule}, {country: {category: price}}]...], ca category attribute,
+  --      cf fixed category, co default country, cu currency, g [max members, priced as] or nil,
+  --      sw the meter whose dedup marks are customer-service windows}
+  local pt_business = nil
+  if pol.pt then
+    local pt = pol.pt
+    local attrs = dec(it.attrs or '{}')
+    local category = pt.cf
+    if category == '' then
+      category = attrs[pt.ca]
+      if type(category) ~= 'string' or category == '' then return enc({e = 'MISSING_ATTRIBUTE', a = pt.ca}) end
+    end
+    if attrs.group_members ~= nil then  -- QC11: every member sent to, at the group's category price
+      local n = tonumber(attrs.group_members)
+      if not pt.g or n == nil or n < 1 or n > pt.g[1] or n ~= amount then
+        return enc({e = 'BAD_GROUP', m = pt.g and pt.g[1] or 0})
+      end
+      category = pt.g[2]
+    end
+    local country = attrs.country
+    if type(country) ~= 'string' or country == '' then country = pt.co end
+    if country == '' then return enc({e = 'MISSING_ATTRIBUTE', a = 'country'}) end
+    local version = nil
+    for _, v in ipairs(pt.v) do
+      if v[1] <= now then version = v end
+    end
+    if not version then return enc({e = 'NO_PRICE'}) end
+    local prices = version[3][country]
+    local price = prices and prices[category]
+    if not price then return enc({e = 'UNKNOWN_PRICE', a = country .. '/' .. category}) end
+    local rule = version[2][category] or 'per_message'
+    local contact = attrs.contact_id
+    if rule == 'per_message_outside_service_window' then
+      if type(contact) == 'string' and contact ~= '' and pt.sw ~= '' then
+        local mark = redis.call('GET', string.sub(KEYS[1], 1, -2) .. 'd:' .. pt.sw .. ':' .. contact)
+        if mark then
+          local sep = string.find(mark, '|', 1, true)
+          if tonumber(string.sub(mark, 1, sep - 1)) > now and tonumber(string.sub(mark, sep + 1)) == epoch then
+            answer.amt = 0  -- inside the contact's customer-service window: free
+            return finish(before)
+          end
+        end
+      end
+    elseif rule == 'per_conversation_24h' and not pol.u then
+      if type(contact) ~= 'string' or contact == '' then return enc({e = 'MISSING_ATTRIBUTE', a = 'contact_id'}) end
+      pt_business = contact .. '|' .. category
+    end
+    pol.p = price
+    pol.c = pt.cu
+  end
+
   -- A unique meter of the plan (QC4, FB1, TA7) counts each key once per window: the key is made of
   -- the request's attributes the policy names; the window is the billing cycle (calendar_month),
   -- the conversation's life (taken as 30 days) or 24 hours from the first charge. A request naming
@@ -282,7 +335,11 @@ local function reserve_item(ctx, it)
     end
     if #values > 0 and missing then return enc({e = 'MISSING_ATTRIBUTE', a = missing}) end
   end
-  if #values > 0 then
+  if pt_business then  -- one charge per contact and category in 24 hours
+    dedup_ms = 86400000
+    dedup_key = string.sub(KEYS[1], 1, -2) .. 'd:' .. meter .. ':' .. pt_business
+    answer.dk = pt_business
+  elseif #values > 0 then
     local business = table.concat(values, '|')
     local window_end = now + 86400000
     if pol.u.w == 'calendar_month' then
