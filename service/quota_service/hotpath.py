@@ -132,6 +132,8 @@ class HotPath:
         self.rebuilder = rebuilder
         self.clock = clock
         self.settings = settings
+        # TA9: (account, currency, idempotency key) -> whether credit was added (set by the server)
+        self.auto_top_up: Callable[[str, str, str], Awaitable[bool]] | None = None
         # calls under way in this process, by (account, idempotency key): a concurrent retry waits
         self._inflight: dict[tuple[str, str], tuple[str, asyncio.Future[Decision]]] = {}
         # unary reservations waiting to be sent to Redis together (None: each call on its own)
@@ -150,6 +152,17 @@ class HotPath:
         req = self._reserve_request(account_id, meter, amount, idempotency_key, mode=mode, ttl_ms=ttl_ms,
                                     dedup_key=dedup_key, dedup_window_s=dedup_window_s, attributes=attributes,
                                     feature=feature)
+        d = await self._decide_one(req)
+        if (d.reason == "INSUFFICIENT_BALANCE" and mode != "check" and d.overage_currency and not d.replayed
+                and self.auto_top_up is not None
+                and await self.auto_top_up(account_id, d.overage_currency, idempotency_key)):
+            # TA9: credit was added (bounded per cycle, in the ledger); the denial was never given to the
+            # caller, so it is forgotten and the call decided again against the new balance
+            await self.store.forget_answer(account_id, idempotency_key)
+            d = await self._decide_one(req)
+        return d
+
+    async def _decide_one(self, req: ReserveRequest) -> Decision:
         if self._coalesce is None:
             return await self._reserve(req)
         return await self._once(req.account_id, req.key, req.request_hash, lambda: self._coalesced(req))

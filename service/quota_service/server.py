@@ -73,6 +73,7 @@ class QuotaServer:
         self.hot = HotPath(self.store, self.ledger, self.committer, self.rebuilder, self.clock, s)
         self.admin = Admin(self.ledger, self.rebuilder, self.clock, self.catalogues)
         self.subscriptions = Subscriptions(self.ledger, self.rebuilder, self.clock, self.catalogues)
+        self.hot.auto_top_up = self.subscriptions.auto_top_up  # TA9
         self.sweeper = Sweeper(self.ledger, self.store, self.clock, s.sweep_interval_ms / 1000)
         self.cycler = Cycler(self.ledger, self.rebuilder, self.clock, self.catalogues, s.sweep_interval_ms / 1000)
 

@@ -281,6 +281,7 @@ class Subscriptions:
         self.rebuilder = rebuilder
         self.clock = clock
         self.catalogues = catalogues
+        self._auto_spent: dict[tuple[str, str], int] = {}  # TA9: (account, currency) -> end of a spent cycle
 
     def _lookup(self, product: str, plan: str, interval: str) -> tuple[Catalogue, Plan, str]:
         if self.catalogues is None:
@@ -442,6 +443,8 @@ class Subscriptions:
         answer, replayed = await self.ledger.admin(account_id, idempotency_key, "change_plan", request_hash, now, body)
         if not answer:
             raise IdempotencyMismatch(idempotency_key)
+        for spent in [k for k in self._auto_spent if k[0] == account_id]:
+            del self._auto_spent[spent]  # a new cycle may have begun: its auto top-ups are not spent
         if not replayed:
             await self.rebuilder.rebuild(account_id)
         return await self.get(account_id, replayed=replayed)
@@ -479,6 +482,53 @@ class Subscriptions:
         if not replayed:
             await self.rebuilder.rebuild(account_id)
         return await self.get(account_id, replayed=replayed)
+
+    async def auto_top_up(self, account_id: str, currency: str, request_key: str) -> bool:
+        """TA9: when the balance cannot cover a charge, add the catalogue's automatic top-up to the
+        wallet, at most `max_per_cycle` times a cycle; True when credit was added. One transaction
+        that holds the subscription row (concurrent callers take turns), in the ledger
+        (`auto_top_up`); the grant is kept until the end of `carry_over_cycles` more cycles."""
+        if self.catalogues is None:
+            return False
+        now = self.clock.now_ms()
+        spent = self._auto_spent.get((account_id, currency))
+        if spent is not None and spent > now:
+            return False  # this cycle's bound was reached: no query per denial until the cycle ends
+
+        async def run(conn: asyncpg.Connection) -> tuple[bool, int]:
+            async with conn.transaction():
+                sub = await conn.fetchrow(Q["lock_subscription"], account_id)
+                cat = self.catalogues.get(sub["product"]) if sub is not None and self.catalogues else None
+                wallet = cat.wallets.get(currency) if cat is not None else None
+                at = wallet.auto_top_up if wallet is not None else None
+                if sub is None or at is None:
+                    return False, 0
+                k, item = sub["cycle_no"], f"auto_top_up:{currency}"
+                n = await conn.fetchval("SELECT count(*) FROM grants WHERE account_id = $1 AND item = $2 "
+                                        "AND cycle_no = $3", account_id, item, k)
+                if n >= at.max_per_cycle:
+                    return False, sub["cycle_end_ms"]
+                expires = 0
+                if at.carry_over_cycles is not None and sub["interval"] != TRIAL:
+                    tz = await conn.fetchval("SELECT time_zone FROM accounts WHERE account_id = $1", account_id)
+                    expires = cycles.cycle(sub["interval"], sub["anchor_at_ms"], tz,
+                                           k - sub["anchor_cycle_no"] + at.carry_over_cycles).end_ms
+                gid = f"{account_id}/{item}/{k}/{n}"
+                bucket = "$" + currency
+                await _grant(conn, gid, account_id, bucket, "auto_topup", "Automatic top-up", at.priority, now,
+                             expires, at.amount_minor, item=item, cycle_no=k)
+                await _entry(conn, account_id, "auto_top_up", gid, bucket, now, d_granted=at.amount_minor,
+                             amount=at.amount_minor, attrs={"cycle": k, "number": n + 1, "max_per_cycle":
+                                                            at.max_per_cycle, "for_key": request_key})
+                await conn.execute("UPDATE accounts SET epoch = epoch + 1 WHERE account_id = $1", account_id)
+                return True, sub["cycle_end_ms"]
+
+        added, cycle_end = await self.ledger._call(run)
+        if added:
+            await self.rebuilder.rebuild(account_id)
+        elif cycle_end:
+            self._auto_spent[(account_id, currency)] = cycle_end
+        return added
 
     async def get(self, account_id: str, *, replayed: bool = False) -> SubscriptionInfo:
         v.ident("account_id", account_id)

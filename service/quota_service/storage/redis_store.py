@@ -163,6 +163,10 @@ class RedisStore:
 
         return await self._call(run)
 
+    async def forget_answer(self, account_id: str, idempotency_key: str) -> None:
+        """Drop the stored answer of a key (a denial the caller has not been given yet)."""
+        await self._call(lambda: self.client.delete(self.keys.idempotency(account_id, idempotency_key)))
+
     async def invalidate(self, account_id: str) -> None:
         await self._run("invalidate", self.keys.account(account_id), [])
 

@@ -378,6 +378,7 @@ local function reserve_item(ctx, it)
   if short > 0 then
     if pol.p <= 0 then return deny(pol.dr or 'QUOTA_EXHAUSTED') end
     local cost = short * pol.p
+    answer.oc = pol.c  -- a denial for want of money names the wallet (an auto top-up may refill it)
     if cost >= 1e13 then return deny('INSUFFICIENT_BALANCE') end
     local wparts, wshort = plan_take(ordered(grants, '$' .. pol.c, now), cost)
     if wshort > 0 then return deny('INSUFFICIENT_BALANCE') end
