@@ -157,6 +157,14 @@ class AsyncQuotaClient:
         resp = await self._call(self._rpc("TopUp"), req, timeout_s)
         return Grant.from_pb(resp.grant), resp.replayed
 
+    async def adjust(self, account_id: str, grant_id: str, amount: int, reason: str, *,
+                     idempotency_key: str | None = None, timeout_s: float | None = None) -> tuple[Grant, bool]:
+        """Correct a grant after the fact: `amount` more used (> 0) or less (< 0). Returns (grant, replayed)."""
+        req = pb.AdjustRequest(account_id=account_id, grant_id=grant_id, amount=amount, reason=reason,
+                               idempotency_key=idempotency_key or new_key())
+        resp = await self._call(self._rpc("Adjust"), req, timeout_s)
+        return Grant.from_pb(resp.grant), resp.replayed
+
     async def create_account(self, account_id: str, *, org_id: str = "", time_zone: str = "UTC",
                              policies: tuple[MeterPolicy, ...] | list[MeterPolicy] = (),
                              idempotency_key: str | None = None, timeout_s: float | None = None) -> Account:

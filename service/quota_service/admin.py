@@ -27,7 +27,7 @@ from quota_service.domain.model import (
 from quota_service.errors import FailedPrecondition, IdempotencyMismatch, InvalidArgument, NotFound
 from quota_service.hotpath import Rebuilder
 from quota_service.storage.postgres import PostgresLedger, Q
-from quota_service.subscriptions import release_withheld
+from quota_service.subscriptions import release_withheld, settle_negative
 
 
 def _account_info(row: asyncpg.Record, replayed: bool = False) -> AccountInfo:
@@ -154,6 +154,53 @@ class Admin:
                                         canonical_hash("set_status", status), now, body)
         row = await self.ledger._call(lambda c: c.fetchrow(Q["get_account"], account_id))
         return _account_info(row, replayed)
+
+    async def adjust(self, account_id: str, grant_id: str, amount: int, reason: str,
+                     idempotency_key: str) -> tuple[GrantState, bool]:
+        """A correction after the fact (A1): `amount` more used on the grant (a charge reconciled later),
+        or less (a refund, down to nothing used). It may take the grant below its floor: its overdraft
+        limit then grows to the debt, so nothing new is charged to it until the debt is paid. A negative
+        top-up of a wallet with a settlement rule is then paid from the initial balance (QC7)."""
+        v.ident("account_id", account_id)
+        v.ident("grant_id", grant_id)
+        v.idempotency_key(idempotency_key)
+        if amount == 0 or abs(amount) > v.MAX_GRANT:
+            raise InvalidArgument("amount", f"must be a non-zero correction within ±{v.MAX_GRANT}")
+        v.text("reason", reason, max_len=200)
+        if not reason.strip():
+            raise InvalidArgument("reason", "is required: say why the balance is corrected")
+        now = self.clock.now_ms()
+
+        async def body(conn: asyncpg.Connection) -> str:
+            sub = await conn.fetchrow(Q["lock_subscription"], account_id)  # the cycler's lock order
+            row = await conn.fetchrow("SELECT bucket, granted, used, held, overdraft_limit FROM grants "
+                                      "WHERE grant_id = $1 AND account_id = $2 FOR UPDATE", grant_id, account_id)
+            if row is None:
+                raise NotFound("grant_id", f"no grant {grant_id!r} for account {account_id!r}")
+            if row["used"] + amount < 0:
+                raise InvalidArgument("amount", f"a refund cannot exceed what the grant has used ({row['used']})")
+            left = row["granted"] - row["used"] - amount - row["held"]
+            attrs: dict[str, object] = {"reason": reason}
+            if left < -row["overdraft_limit"]:
+                await conn.execute("UPDATE grants SET overdraft_limit = $3 WHERE grant_id = $1 AND account_id = $2",
+                                   grant_id, account_id, -left)
+                attrs["overdraft_limit"] = {"from": row["overdraft_limit"], "to": -left}
+            await conn.execute(Q["move_used"], grant_id, account_id, amount)
+            await conn.execute(Q["insert_entry"], account_id, "adjustment", grant_id, row["bucket"], 0, amount,
+                               idempotency_key, abs(amount), now, attrs)
+            if sub is not None and await settle_negative(conn, sub, self.catalogues, row["bucket"], now):
+                # what the settlement paid is no room to spend: the floor follows the debt that is left
+                after = await conn.fetchrow(Q["get_grant"], grant_id, account_id)
+                floor = max(row["overdraft_limit"], after["used"] + after["held"] - after["granted"])
+                if floor < after["overdraft_limit"]:
+                    await conn.execute("UPDATE grants SET overdraft_limit = $3 WHERE grant_id = $1 "
+                                       "AND account_id = $2", grant_id, account_id, floor)
+            return grant_id
+
+        _, replayed = await self._admin(account_id, idempotency_key, "adjust",
+                                        canonical_hash("adjust", grant_id, amount, reason), now, body)
+        row = await self.ledger._call(lambda c: c.fetchrow(Q["get_grant"], grant_id, account_id))
+        return _grant_state(row), replayed
 
     async def change_owner(self, account_id: str, owner_id: str, idempotency_key: str) -> AccountInfo:
         """KB5: hand the account to another owner (a user id of the platform); in the ledger."""

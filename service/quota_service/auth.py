@@ -32,7 +32,7 @@ METHOD_ROLES = {
     "GetBalance": "read", "GetSubscription": "read", "ListUsage": "read", "ExportUsage": "read", "GetTrend": "read",
     "ListTransactions": "read", "GetStatement": "read", "ListAccounts": "read", "WatchAlerts": "read",
     "TopUp": "admin", "CreateAccount": "admin", "SetAccountStatus": "admin", "Subscribe": "admin",
-    "ChangePlan": "admin", "ChangeOwner": "admin", "ExtendSubscription": "admin",
+    "ChangePlan": "admin", "Adjust": "admin", "ChangeOwner": "admin", "ExtendSubscription": "admin",
 }
 
 

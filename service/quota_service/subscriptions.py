@@ -728,6 +728,42 @@ async def _turn(conn: asyncpg.Connection, sub: Mapping[str, Any], acct: Mapping[
     return int(k + 1)
 
 
+async def settle_negative(conn: asyncpg.Connection, sub: Mapping[str, Any], catalogues: CatalogueSet | None,
+                          bucket: str, now_ms: int) -> int:
+    """QC7: a negative top-up of a wallet whose catalogue has a settlement rule is paid off at once from
+    the rule's `from` grant (the initial balance), as far as that one reaches; `settle` rows on both,
+    which are not usage. Returns what was settled."""
+    cat = catalogues.get(sub["product"]) if catalogues is not None else None
+    wallet = cat.wallets.get(bucket[1:]) if cat is not None and bucket.startswith("$") else None
+    rule = wallet.settlement if wallet is not None else None
+    if rule is None:
+        return 0
+    account_id = sub["account_id"]
+    rows = [dict(r) for r in await conn.fetch(
+        "SELECT grant_id, granted, used, held, item FROM grants WHERE account_id = $1 AND bucket = $2 "
+        "AND starts_at_ms <= $3 AND (expires_at_ms = 0 OR expires_at_ms > $3) ORDER BY ord FOR UPDATE",
+        account_id, bucket, now_ms)]
+    sources = [r for r in rows if r["item"] == f"once:{rule.from_}"]
+    settled = 0
+    for neg in (r for r in rows if r["item"] is None and _remaining(r) < 0):
+        for src in sources:
+            paid = min(-_remaining(neg), max(_remaining(src), 0))
+            if paid <= 0:
+                continue
+            await conn.execute(Q["move_used"], neg["grant_id"], account_id, -paid)
+            await conn.execute(Q["move_used"], src["grant_id"], account_id, paid)
+            attrs = {"rule": "settlement", "negative": rule.negative, "from": rule.from_,
+                     "from_grant": src["grant_id"], "to_grant": neg["grant_id"]}
+            await _entry(conn, account_id, "settle", neg["grant_id"], bucket, now_ms, d_used=-paid, amount=paid,
+                         attrs=attrs)
+            await _entry(conn, account_id, "settle", src["grant_id"], bucket, now_ms, d_used=paid, amount=paid,
+                         attrs=attrs)
+            neg["used"] -= paid
+            src["used"] += paid
+            settled += paid
+    return settled
+
+
 async def release_withheld(conn: asyncpg.Connection, sub: asyncpg.Record, catalogues: CatalogueSet | None,
                            top_up_grant_id: str, bucket: str, now_ms: int) -> None:
     """QA3c: a top-up pays the debt that withholds a reset and, once it is paid, releases the reset.

@@ -320,6 +320,20 @@ class TopUpRequest(_message.Message):
     idempotency_key: str
     def __init__(self, account_id: _Optional[str] = ..., grant: _Optional[_Union[GrantSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
+class AdjustRequest(_message.Message):
+    __slots__ = ("account_id", "grant_id", "amount", "reason", "idempotency_key")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    grant_id: str
+    amount: int
+    reason: str
+    idempotency_key: str
+    def __init__(self, account_id: _Optional[str] = ..., grant_id: _Optional[str] = ..., amount: _Optional[int] = ..., reason: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
 class TopUpResponse(_message.Message):
     __slots__ = ("grant", "replayed")
     GRANT_FIELD_NUMBER: _ClassVar[int]

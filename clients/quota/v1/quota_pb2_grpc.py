@@ -69,6 +69,11 @@ class QuotaServiceStub:
                 request_serializer=quota_dot_v1_dot_quota__pb2.TopUpRequest.SerializeToString,
                 response_deserializer=quota_dot_v1_dot_quota__pb2.TopUpResponse.FromString,
                 _registered_method=True)
+        self.Adjust = channel.unary_unary(
+                '/quota.v1.QuotaService/Adjust',
+                request_serializer=quota_dot_v1_dot_quota__pb2.AdjustRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.TopUpResponse.FromString,
+                _registered_method=True)
         self.CreateAccount = channel.unary_unary(
                 '/quota.v1.QuotaService/CreateAccount',
                 request_serializer=quota_dot_v1_dot_quota__pb2.CreateAccountRequest.SerializeToString,
@@ -198,6 +203,14 @@ class QuotaServiceServicer:
 
     def TopUp(self, request, context):
         """Add a grant of units of a meter, or of money to a wallet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Adjust(self, request, context):
+        """A correction after the fact (A1): more used on a grant (a charge reconciled later), or less (a
+        refund). A negative top-up of a wallet with a settlement rule is paid from the initial balance (QC7).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -361,6 +374,11 @@ def add_QuotaServiceServicer_to_server(servicer, server):
             'TopUp': grpc.unary_unary_rpc_method_handler(
                     servicer.TopUp,
                     request_deserializer=quota_dot_v1_dot_quota__pb2.TopUpRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.TopUpResponse.SerializeToString,
+            ),
+            'Adjust': grpc.unary_unary_rpc_method_handler(
+                    servicer.Adjust,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.AdjustRequest.FromString,
                     response_serializer=quota_dot_v1_dot_quota__pb2.TopUpResponse.SerializeToString,
             ),
             'CreateAccount': grpc.unary_unary_rpc_method_handler(
@@ -632,6 +650,33 @@ class QuotaService:
             target,
             '/quota.v1.QuotaService/TopUp',
             quota_dot_v1_dot_quota__pb2.TopUpRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.TopUpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Adjust(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/Adjust',
+            quota_dot_v1_dot_quota__pb2.AdjustRequest.SerializeToString,
             quota_dot_v1_dot_quota__pb2.TopUpResponse.FromString,
             options,
             channel_credentials,

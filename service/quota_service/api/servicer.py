@@ -184,6 +184,12 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         state, replayed = await self.admin.top_up(request.account_id, spec, request.idempotency_key)
         return pb.TopUpResponse(grant=grant_pb(state), replayed=replayed)
 
+    async def Adjust(self, request: pb.AdjustRequest, context: aio.ServicerContext) -> pb.TopUpResponse:
+        await self._scope(request.account_id)
+        state, replayed = await self.admin.adjust(request.account_id, request.grant_id, request.amount,
+                                                  request.reason, request.idempotency_key)
+        return pb.TopUpResponse(grant=grant_pb(state), replayed=replayed)
+
     async def CreateAccount(self, request: pb.CreateAccountRequest, context: aio.ServicerContext) -> pb.Account:
         await self._scope(request.account_id, org_id=request.org_id)
         policies = [
