@@ -62,6 +62,21 @@ class Cycler(Periodic):
                     await self.rebuilder.rebuild(account_id)  # the epoch moved: Redis must see the new cycle
         return touched
 
+    async def roll_account(self, account_id: str) -> bool:
+        """Roll over one account's ended cycles now (a request found its cycle over before this task's
+        pass); whether any was rolled. A cycle another replica is rolling is left to it."""
+        now = self.clock.now_ms()
+        rolled = 0
+        try:
+            while rolled < MAX_CATCH_UP and await self._roll(account_id, now) is not None:
+                rolled += 1
+        except CycleError as exc:
+            log.warning("cycle end skipped: %s", exc)
+        if rolled:
+            self.cycles_ended += rolled
+            await self.rebuilder.rebuild(account_id)
+        return rolled > 0
+
     async def next_delay_s(self) -> float:
         """Wake at the next cycle end, so a new cycle starts within a transaction's time of its boundary."""
         nxt = await self.ledger._call(lambda c: c.fetchval(Q["next_cycle_end"]))

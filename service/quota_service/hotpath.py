@@ -134,6 +134,8 @@ class HotPath:
         self.settings = settings
         # TA9: (account, currency, idempotency key) -> whether credit was added (set by the server)
         self.auto_top_up: Callable[[str, str, str], Awaitable[bool]] | None = None
+        # rolls over an account's ended cycle now; whether it did (set by the server: the cycler)
+        self.roll_due: Callable[[str], Awaitable[bool]] | None = None
         # calls under way in this process, by (account, idempotency key): a concurrent retry waits
         self._inflight: dict[tuple[str, str], tuple[str, asyncio.Future[Decision]]] = {}
         # unary reservations waiting to be sent to Redis together (None: each call on its own)
@@ -153,6 +155,11 @@ class HotPath:
                                     dedup_key=dedup_key, dedup_window_s=dedup_window_s, attributes=attributes,
                                     feature=feature)
         d = await self._decide_one(req)
+        if d.cycle_due and not d.replayed and self.roll_due is not None and await self.roll_due(account_id):
+            # denied between the cycle end and the cycler's turn: the cycle is rolled over now and the
+            # call decided against the new cycle (the denial was never given to the caller)
+            await self.store.forget_answer(account_id, idempotency_key)
+            d = await self._decide_one(req)
         if (d.reason == "INSUFFICIENT_BALANCE" and mode != "check" and d.overage_currency and not d.replayed
                 and self.auto_top_up is not None
                 and await self.auto_top_up(account_id, d.overage_currency, idempotency_key)):

@@ -76,6 +76,7 @@ class QuotaServer:
         self.hot.auto_top_up = self.subscriptions.auto_top_up  # TA9
         self.sweeper = Sweeper(self.ledger, self.store, self.clock, s.sweep_interval_ms / 1000)
         self.cycler = Cycler(self.ledger, self.rebuilder, self.clock, self.catalogues, s.sweep_interval_ms / 1000)
+        self.hot.roll_due = self.cycler.roll_account  # a request at a cycle end need not wait for the cycler
 
         self.alerts = AlertFeed(self.ledger, s.postgres_dsn)
         self.keys = auth.KeyStore(self.ledger, s.auth_cache_s) if s.auth else None

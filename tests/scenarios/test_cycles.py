@@ -326,3 +326,20 @@ async def test_the_cycler_wakes_at_the_next_cycle_end(client: AsyncQuotaClient, 
     # a cycler that would otherwise sleep a minute wakes at the boundary (or earlier, for another account)
     cycler = Cycler(server.ledger, server.rebuilder, clock, server.catalogues, interval_s=60)
     assert 0 <= await cycler.next_delay_s() <= 0.2
+
+
+async def test_a_request_at_the_cycle_end_does_not_wait_for_the_cycler(
+        client: AsyncQuotaClient, server: QuotaServer, clock: ManualClock, account_id: str) -> None:
+    """Between a cycle's end and the cycler's transaction the old grants are over and the new ones not
+    there yet: a request that finds itself there rolls the cycle over and is answered by the new one,
+    never denied for it."""
+    await client.create_account(account_id)
+    sub = await client.subscribe(account_id, "ai_helpmate", "essentials", interval="monthly")
+    assert (await client.consume(account_id, "ai_conversation", 20)).granted  # all of January's
+    await server.cycler.stop()  # the cycler is late (here: not running at all)
+    clock.set(sub.cycle_end_ms)
+    d = await client.consume(account_id, "ai_conversation", 1)
+    assert d.granted and d.remaining == 19, d
+    now = await client.subscription(account_id)
+    assert (now.cycle, now.cycle_start_ms) == (1, sub.cycle_end_ms)
+    server.cycler.start()

@@ -50,6 +50,9 @@ class Decision:
     parts: tuple[Part, ...]
     expires_at_ms: int
     replayed: bool = False
+    # a denial made after the account's cycle end but before its cycle was rolled over (not sent to
+    # callers: the service rolls the cycle and decides again)
+    cycle_due: bool = False
 
     @property
     def granted(self) -> bool:
@@ -84,6 +87,7 @@ def decision_from_script(raw: dict[str, Any], *, replayed: bool = False) -> Deci
         parts=tuple(parts),
         expires_at_ms=int(raw.get("exp") or 0),
         replayed=replayed,
+        cycle_due=bool(raw.get("cd")),
     )
 
 

@@ -244,6 +244,9 @@ local function reserve_item(ctx, it)
     answer.st = 'D'
     answer.rs = reason
     answer.amt = 0
+    -- the cycle has ended but not yet rolled over: the service rolls it and decides again
+    local ce = tonumber(redis.call('HGET', KEYS[1], 'ce') or '0') or 0
+    if ce > 0 and now >= ce then answer.cd = true end
     return finish(before)
   end
 
