@@ -30,7 +30,9 @@ METHOD_ROLES = {
     "Reserve": "enforce", "Commit": "enforce", "Release": "enforce", "Consume": "enforce",
     "Check": "enforce", "ReserveBatch": "enforce", "ReserveStream": "enforce",
     "GetBalance": "read", "GetSubscription": "read", "ListUsage": "read", "ExportUsage": "read", "GetTrend": "read",
-    "ListTransactions": "read", "GetStatement": "read", "ListAccounts": "read", "WatchAlerts": "read",
+    "ListAccounts": "read", "WatchAlerts": "read",
+    # billing (KB6: only admins see it)
+    "ListTransactions": "admin", "GetStatement": "admin",
     "TopUp": "admin", "CreateAccount": "admin", "SetAccountStatus": "admin", "Subscribe": "admin",
     "ChangePlan": "admin", "Adjust": "admin", "ChangeOwner": "admin", "ExtendSubscription": "admin",
 }

@@ -75,6 +75,14 @@ async def test_kb6_roles_gate_methods(secured: QuotaServer, account_id: str, pg_
         await a.subscribe(account_id, "ai_helpmate", "boost", interval="monthly")
     async with client_for(secured, read) as r:
         assert (await r.subscription(account_id)).plan == "boost"
+        # billing and plan or fund changes are the admin's (KB6); balances and usage are not
+        assert await code_of(r.statement(account_id)) == "PERMISSION_DENIED"
+        assert await code_of(r.transactions(account_id)) == "PERMISSION_DENIED"
+        assert await code_of(r.change_plan(account_id, "pro", when="NOW")) == "PERMISSION_DENIED"
+        assert await code_of(r.usage(account_id)) == "OK"
+    async with client_for(secured, admin) as a:
+        assert await code_of(a.statement(account_id)) == "OK"
+        assert await code_of(a.transactions(account_id)) == "OK"
 
 
 async def test_n6_account_in_the_body_is_checked_against_the_scope(secured: QuotaServer, pg_dsn: str) -> None:

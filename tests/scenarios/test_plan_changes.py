@@ -196,3 +196,20 @@ async def test_kb5_change_of_owner_is_recorded(client: AsyncQuotaClient, pg_dsn:
     with pytest.raises(QuotaClientError) as info:
         await client.change_owner(account_id, "bad owner!")
     assert info.value.code.name == "INVALID_ARGUMENT" and info.value.details.startswith("owner_id")
+
+
+async def test_fb7_the_price_does_not_depend_on_the_cycle_length(
+        client: AsyncQuotaClient, server: QuotaServer, account_id: str) -> None:
+    """A session pack bought monthly, quarterly, half-yearly or annually grants the sessions of that
+    many months, at the same price per session (FB7)."""
+    assert server.catalogues is not None
+    pack = server.catalogues.catalogues["bot_sessions"].packs["session_pack"]
+    per_session = set()
+    for interval, months in (("monthly", 1), ("quarterly", 3), ("half_yearly", 6), ("annual", 12)):
+        acct = f"{account_id}-{interval}"
+        await client.create_account(acct)
+        await client.subscribe(acct, "bot_sessions", "growth", interval=interval, packs={"session_pack": 1})
+        sessions = (await client.balance(acct)).meters["bot_session"].granted
+        assert sessions == 1000 * months  # the pack's sessions for every month of the cycle
+        per_session.add(pack.price_minor[interval] / sessions)
+    assert per_session == {10.0}  # 0.10 USD a session, whatever the cycle

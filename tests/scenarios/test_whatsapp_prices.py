@@ -144,3 +144,33 @@ async def test_qc10_unknown_categories_and_missing_attributes_are_refused(
         await message(client, account_id, "lottery")
     assert info.value.code.name == "INVALID_ARGUMENT" and "ID/lottery" in info.value.details
     assert await wallet(client, account_id) == start
+
+
+async def test_qc6_the_whatsapp_balance_carries_over_month_to_month(
+        wa: tuple[QuotaServer, AsyncQuotaClient], clock: ManualClock, account_id: str) -> None:
+    server, client = wa
+    await subscribed(client, account_id)
+    await client.top_up(account_id, 100_000 * 100, currency="IDR", label="Additional WhatsApp Balance", priority=20)
+    assert (await message(client, account_id, "marketing")).granted
+    before = await wallet(client, account_id)
+    sub = await client.subscription(account_id)
+    await cross(server, clock, sub.cycle_end_ms)  # a new month: the quotas reset, the balance stays
+    assert (await client.subscription(account_id)).cycle == 1
+    assert await wallet(client, account_id) == before
+    assert (await client.balance(account_id)).meters["wa_conversation"].remaining == 2
+
+
+async def test_qc13_self_service_top_up_of_unique_visitors_and_balance(
+        wa: tuple[QuotaServer, AsyncQuotaClient], clock: ManualClock, account_id: str) -> None:
+    server, client = wa
+    await subscribed(client, account_id)
+    visitors = (await client.balance(account_id)).meters["unique_visitor"].remaining
+    # a unique-visitor top-up is a pack bought for the current month (it is not renewed)
+    await client.change_plan(account_id, "omnichannel", packs={"unique_visitor_topup": 1}, when="NOW")
+    assert (await client.balance(account_id)).meters["unique_visitor"].remaining == visitors + 1000
+    start = await wallet(client, account_id)
+    await client.top_up(account_id, 100_000 * 100, currency="IDR", label="Additional WhatsApp Balance", priority=20)
+    assert await wallet(client, account_id) == start + 100_000 * 100
+    sub = await client.subscription(account_id)
+    await cross(server, clock, sub.cycle_end_ms)
+    assert (await client.balance(account_id)).meters["unique_visitor"].remaining == visitors, "reset with the month"
