@@ -8,6 +8,7 @@ accounts_sql.py.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,11 +59,14 @@ def _meters_pb(grants: list[GrantState], now_ms: int) -> list[pb.MeterBalance]:
                             remaining_pct=m.remaining_pct) for m in bucket_totals(grants, now_ms)]
 
 
-def _transaction_pb(r: asyncpg.Record) -> pb.Transaction:
+def _transaction_pb(r: asyncpg.Record, overage_labels: Mapping[str, str] | None = None) -> pb.Transaction:
+    label = r["label"]
+    if r["kind"] == "charge":  # money a charge took from a wallet, labelled like the plan's overage (TA8)
+        label = (overage_labels or {}).get(r["meter"], "") or r["meter"]
     return pb.Transaction(entry_id=r["entry_id"], occurred_at_ms=r["at_ms"], kind=r["kind"], grant_id=r["grant_id"],
                           bucket=r["bucket"],
                           amount=transaction_amount(r["kind"], r["d_granted"], r["d_used"], r["amount"]),
-                          source=r["source"], label=r["label"], idempotency_key=r["idempotency_key"])
+                          source=r["source"], label=label, idempotency_key=r["idempotency_key"])
 
 
 def _subtract_holds(states: dict[str, list[int]], holds: list[asyncpg.Record]) -> None:
@@ -128,6 +132,13 @@ class AccountReports:
         return result
 
     # -- R6 ---------------------------------------------------------------------------------------
+
+    def _overage_labels(self, plan: asyncpg.Record | None) -> dict[str, str]:
+        cat = self.catalogues.get(plan["product"]) if plan is not None and self.catalogues is not None else None
+        p = cat.plans.get(plan["plan"]) if cat is not None and plan is not None else None
+        if p is None:
+            return {}
+        return {m: spec.overage.label for m, spec in p.policies.items() if spec.overage is not None}
 
     async def balance_as_of(self, account_id: str, meter: str, as_of_ms: int) -> pb.Balance:
         """The balance at as_of_ms as GetBalance answered it then: every row stamped at or before
@@ -203,11 +214,13 @@ class AccountReports:
         async def read(conn: asyncpg.Connection) -> Any:
             if await conn.fetchval(sql.ACCOUNT, account_id) is None:
                 return NotFound("account_id", f"unknown account {account_id!r}")
-            return await conn.fetch(sql.TRANSACTIONS_PAGE, account_id, req.from_ms, to_ms, kinds, after_ms, after_id,
-                                    size + 1)
+            plan = await conn.fetchrow(sql.PLAN_OF, account_id)
+            return plan, await conn.fetch(sql.TRANSACTIONS_PAGE, account_id, req.from_ms, to_ms, kinds, after_ms,
+                                          after_id, size + 1)
 
-        rows = await self._read(read)
-        page = pb.TransactionPage(transactions=[_transaction_pb(r) for r in rows[:size]])
+        plan, rows = await self._read(read)
+        labels = self._overage_labels(plan)
+        page = pb.TransactionPage(transactions=[_transaction_pb(r, labels) for r in rows[:size]])
         if len(rows) > size:
             last = rows[size - 1]
             page.next_page_token = cursor.encode("transactions", {"a": account_id, "t": last["at_ms"],

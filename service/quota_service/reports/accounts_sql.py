@@ -73,18 +73,45 @@ SELECT hold_id, rows, expires_at_ms FROM holds
 _TRANSACTION_COLUMNS = f"""
 SELECT l.entry_id, {_ms('l.occurred_at')} AS at_ms, l.kind, COALESCE(l.grant_id, '') AS grant_id, l.bucket,
        l.d_granted, l.d_used, COALESCE(l.amount, 0) AS amount, COALESCE(g.source, '') AS source,
-       COALESCE(g.label, '') AS label, COALESCE(l.idempotency_key, '') AS idempotency_key
+       COALESCE(g.label, '') AS label, COALESCE(l.idempotency_key, '') AS idempotency_key,
+       COALESCE(l.meter, '') AS meter
+  FROM ledger l
+  LEFT JOIN grants g ON g.grant_id = l.grant_id AND g.account_id = l.account_id"""
+
+# Money a charge took from a wallet (overage): listed as a 'charge' transaction beside the others,
+# labelled by the plan's overage label (TA8: "AI"); the units themselves are usage, never listed.
+_CHARGE_COLUMNS = f"""
+SELECT l.entry_id, {_ms('l.occurred_at')} AS at_ms, 'charge' AS kind, COALESCE(l.grant_id, '') AS grant_id,
+       l.bucket, 0::bigint AS d_granted, l.d_used, COALESCE(l.amount, 0) AS amount,
+       COALESCE(g.source, '') AS source, '' AS label, COALESCE(l.idempotency_key, '') AS idempotency_key,
+       COALESCE(l.meter, '') AS meter
   FROM ledger l
   LEFT JOIN grants g ON g.grant_id = l.grant_id AND g.account_id = l.account_id"""
 
 # $2 from (inclusive), $3 to (exclusive), $4 kinds (empty: all), $5/$6 the page position (NULL: first)
-TRANSACTIONS_PAGE = f"""{_TRANSACTION_COLUMNS}
- WHERE l.account_id = $1 AND l.{_NOT_USAGE} AND l.bucket <> ''
-   AND l.occurred_at >= {_ts('$2')} AND l.occurred_at < {_ts('$3')}
-   AND (cardinality($4::text[]) = 0 OR l.kind = ANY($4::text[]))
-   AND ($5::bigint IS NULL OR (l.occurred_at, l.entry_id) < ({_ts('$5')}, $6::bigint))
- ORDER BY l.occurred_at DESC, l.entry_id DESC
+TRANSACTIONS_PAGE = f"""
+SELECT * FROM (
+  ({_TRANSACTION_COLUMNS}
+    WHERE l.account_id = $1 AND l.{_NOT_USAGE} AND l.bucket <> ''
+      AND l.occurred_at >= {_ts('$2')} AND l.occurred_at < {_ts('$3')}
+      AND (cardinality($4::text[]) = 0 OR l.kind = ANY($4::text[]))
+      AND ($5::bigint IS NULL OR (l.occurred_at, l.entry_id) < ({_ts('$5')}, $6::bigint))
+    ORDER BY l.occurred_at DESC, l.entry_id DESC
+    LIMIT $7)
+  UNION ALL
+  ({_CHARGE_COLUMNS}
+    WHERE l.account_id = $1 AND l.kind IN ('consume', 'commit') AND l.d_used <> 0 AND left(l.bucket, 1) = '$'
+      AND l.occurred_at >= {_ts('$2')} AND l.occurred_at < {_ts('$3')}
+      AND (cardinality($4::text[]) = 0 OR 'charge' = ANY($4::text[]))
+      AND ($5::bigint IS NULL OR (l.occurred_at, l.entry_id) < ({_ts('$5')}, $6::bigint))
+    ORDER BY l.occurred_at DESC, l.entry_id DESC
+    LIMIT $7)
+) t
+ ORDER BY at_ms DESC, entry_id DESC
  LIMIT $7"""
+
+# the overage labels of the account's plan: meter -> label (TA8)
+PLAN_OF = "SELECT product, plan FROM subscriptions WHERE account_id = $1"
 
 # the transactions stamped in [$2, $3] (both ends: the caller sorts out the boundary rows)
 TRANSACTIONS_BETWEEN = f"""{_TRANSACTION_COLUMNS}
