@@ -668,3 +668,14 @@ def test_docs_list_only_scenario_tests_that_exist() -> None:
         path = root / "tests" / "scenarios" / current
         source = (path if path.exists() else root / "tests" / current).read_text()
         assert f"def {name}(" in source, f"{current}::{name} is listed in docs/CATALOGUE.md but does not exist"
+
+
+def test_docs_name_a_test_for_every_rule_id_of_the_seeds() -> None:
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    section = (root / "docs" / "CATALOGUE.md").read_text().split("## Rules proven through the service so far", 1)[1]
+    listed = set(re.findall(r"^\| ([A-Z]{2}\d+[a-c]?) \| `", section, re.M))
+    rules = ({f"QA{i}" for i in range(1, 7)} | {"QA3a", "QA3b", "QA3c"} | {f"QC{i}" for i in range(1, 14)}
+             | {f"TA{i}" for i in range(1, 10)} | {f"FB{i}" for i in range(1, 9)} | {f"KB{i}" for i in range(1, 7)})
+    assert sorted(rules - listed) == []
