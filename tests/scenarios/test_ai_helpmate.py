@@ -54,3 +54,15 @@ async def test_ta5_annual_overage_is_25_cents(client: AsyncQuotaClient, account_
     await client.top_up(account_id, 100, currency="USD")
     d = await client.consume(account_id, METER, 1, feature="autopilot")
     assert d.granted and d.overage_minor == 25
+
+
+async def test_ta8_charges_are_labelled_ai_in_the_transactions_list(client: AsyncQuotaClient, account_id: str) -> None:
+    await subscribed(client, account_id, "boost")
+    await client.top_up(account_id, 1000, currency="USD", label="Prepaid credit")
+    assert (await client.consume(account_id, METER, 1, feature="autopilot")).granted  # 30 cents from the credit
+    txns = (await client.transactions(account_id)).transactions
+    charge = [t for t in txns if t.kind == "charge"]
+    assert [(t.bucket, t.amount, t.label) for t in charge] == [("$USD", -30, "AI")]
+    assert any(t.kind == "grant" and t.label == "Prepaid credit" and t.amount == 1000 for t in txns), "beside the others"
+    only = (await client.transactions(account_id, kinds=("charge",))).transactions
+    assert [t.entry_id for t in only] == [charge[0].entry_id]
