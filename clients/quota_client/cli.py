@@ -95,13 +95,17 @@ def _bars(values: list[int], width: int = 40) -> list[str]:
     return out
 
 
+def _more(page: Any) -> str:
+    """How to ask for the next page (a statement has no pages)."""
+    token = getattr(page, "next_page_token", "")
+    return f"\n\nmore: --page-token {token}" if token else ""
+
+
 def _show_usage(page: Any) -> str:
     rows = [[_iso(r.occurred_at_ms), r.meter, r.bucket, str(r.amount), str(r.running_used),
              r.attributes.get("room_id", ""), r.attributes.get("channel", ""), r.kind, r.grant_id] for r in page.rows]
     out = _table(rows, ["time (UTC)", "meter", "bucket", "amount", "running", "room", "channel", "kind", "grant"])
-    if page.next_page_token:
-        out += f"\n\nmore: --page-token {page.next_page_token}"
-    return out
+    return out + _more(page)
 
 
 def _show_trend(trend: Any) -> str:
@@ -120,9 +124,7 @@ def _show_transactions(page: Any) -> str:
     rows = [[_iso(t.occurred_at_ms), t.kind, t.bucket, f"{t.amount:+d}", t.source, t.label, t.grant_id]
             for t in page.transactions]
     out = _table(rows, ["time (UTC)", "kind", "bucket", "amount", "source", "label", "grant"])
-    if getattr(page, "next_page_token", ""):
-        out += f"\n\nmore: --page-token {page.next_page_token}"
-    return out
+    return out + _more(page)
 
 
 def _show_statement(st: Any) -> str:
@@ -145,9 +147,7 @@ def _show_accounts(page: Any) -> str:
         rows.append([a.account_id, (a.plan and f"{a.product}/{a.plan}") or "-", _status_name(a.status),
                      _iso(a.cycle_end_ms), _iso(a.next_expiry_ms), meters])
     out = _table(rows, ["account", "plan", "status", "cycle ends", "next expiry", "remaining/granted"])
-    if page.next_page_token:
-        out += f"\n\nmore: --page-token {page.next_page_token}"
-    return out
+    return out + _more(page)
 
 
 def _status_name(value: int) -> str:

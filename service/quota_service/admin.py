@@ -173,8 +173,7 @@ class Admin:
 
         async def body(conn: asyncpg.Connection) -> str:
             sub = await conn.fetchrow(Q["lock_subscription"], account_id)  # the cycler's lock order
-            row = await conn.fetchrow("SELECT bucket, granted, used, held, overdraft_limit FROM grants "
-                                      "WHERE grant_id = $1 AND account_id = $2 FOR UPDATE", grant_id, account_id)
+            row = await conn.fetchrow(Q["lock_grant"], grant_id, account_id)
             if row is None:
                 raise NotFound("grant_id", f"no grant {grant_id!r} for account {account_id!r}")
             if row["used"] + amount < 0:
@@ -182,8 +181,7 @@ class Admin:
             left = row["granted"] - row["used"] - amount - row["held"]
             attrs: dict[str, object] = {"reason": reason}
             if left < -row["overdraft_limit"]:
-                await conn.execute("UPDATE grants SET overdraft_limit = $3 WHERE grant_id = $1 AND account_id = $2",
-                                   grant_id, account_id, -left)
+                await conn.execute(Q["set_overdraft"], grant_id, account_id, -left)
                 attrs["overdraft_limit"] = {"from": row["overdraft_limit"], "to": -left}
             await conn.execute(Q["move_used"], grant_id, account_id, amount)
             await conn.execute(Q["insert_entry"], account_id, "adjustment", grant_id, row["bucket"], 0, amount,
@@ -193,8 +191,7 @@ class Admin:
                 after = await conn.fetchrow(Q["get_grant"], grant_id, account_id)
                 floor = max(row["overdraft_limit"], after["used"] + after["held"] - after["granted"])
                 if floor < after["overdraft_limit"]:
-                    await conn.execute("UPDATE grants SET overdraft_limit = $3 WHERE grant_id = $1 "
-                                       "AND account_id = $2", grant_id, account_id, floor)
+                    await conn.execute(Q["set_overdraft"], grant_id, account_id, floor)
             return grant_id
 
         _, replayed = await self._admin(account_id, idempotency_key, "adjust",

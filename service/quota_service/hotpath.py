@@ -123,6 +123,28 @@ class Rebuilder:
         log.info("rebuilt account state", extra={"account_id": account_id, "epoch": epoch})
 
 
+def _reserve_error(raw: dict[str, Any], account_id: str, meter: str) -> QuotaError | None:
+    """The error a reservation script reported ({"e": ...}), as the exception the caller gets."""
+    match raw.get("e"):
+        case "UNKNOWN_METER":
+            return NotFound("meter", f"account {account_id!r} has no grant or policy for meter {meter!r}")
+        case "CAPACITY":
+            return FailedPrecondition(f"meter: {meter!r} is a capacity meter: Reserve takes a unit while it is "
+                                      "in use and Release gives it back; Consume does not apply")
+        case "MISSING_ATTRIBUTE":
+            return InvalidArgument(f"attributes[{raw['a']}]", f"is required: meter {meter!r} counts or prices by it")
+        case "BAD_GROUP":
+            return InvalidArgument("attributes[group_members]",
+                                   f"must be 1..{raw['m']} and equal to amount (one unit per member sent to)"
+                                   if raw["m"] else f"meter {meter!r} has no group messages")
+        case "UNKNOWN_PRICE":
+            return InvalidArgument("attributes", f"the price table in force has no price for {raw['a']} "
+                                                 "(country/category)")
+        case "NO_PRICE":
+            return FailedPrecondition(f"meter: no price table of {meter!r} is in force yet")
+    return None
+
+
 class HotPath:
     def __init__(self, store: RedisStore, ledger: PostgresLedger, committer: GroupCommitter,
                  rebuilder: Rebuilder, clock: Clock, settings: Settings) -> None:
@@ -155,19 +177,20 @@ class HotPath:
                                     dedup_key=dedup_key, dedup_window_s=dedup_window_s, attributes=attributes,
                                     feature=feature)
         d = await self._decide_one(req)
+        # A denial that something can remedy is not given to the caller: once remedied, it is forgotten
+        # and the call decided again. Denied between the cycle end and the cycler's turn: the cycle is
+        # rolled over now. Denied for want of money: an automatic top-up (TA9, bounded per cycle).
         if d.cycle_due and not d.replayed and self.roll_due is not None and await self.roll_due(account_id):
-            # denied between the cycle end and the cycler's turn: the cycle is rolled over now and the
-            # call decided against the new cycle (the denial was never given to the caller)
-            await self.store.forget_answer(account_id, idempotency_key)
-            d = await self._decide_one(req)
+            d = await self._decide_again(req)
         if (d.reason == "INSUFFICIENT_BALANCE" and mode != "check" and d.overage_currency and not d.replayed
                 and self.auto_top_up is not None
                 and await self.auto_top_up(account_id, d.overage_currency, idempotency_key)):
-            # TA9: credit was added (bounded per cycle, in the ledger); the denial was never given to the
-            # caller, so it is forgotten and the call decided again against the new balance
-            await self.store.forget_answer(account_id, idempotency_key)
-            d = await self._decide_one(req)
+            d = await self._decide_again(req)
         return d
+
+    async def _decide_again(self, req: ReserveRequest) -> Decision:
+        await self.store.forget_answer(req.account_id, req.key)
+        return await self._decide_one(req)
 
     async def _decide_one(self, req: ReserveRequest) -> Decision:
         if self._coalesce is None:
@@ -248,23 +271,9 @@ class HotPath:
                 hold_expires_ms=now + ttl_ms, pending_deadline_ms=now + self.settings.pending_grace_ms,
                 idem_ttl_ms=self.settings.idempotency_ttl_ms, dedup_key=dedup_key,
                 dedup_window_ms=dedup_window_s * 1000, feature=req.feature, attributes=req.attributes)
-            if raw.get("e") == "UNKNOWN_METER":
-                raise NotFound("meter", f"account {account_id!r} has no grant or policy for meter {meter!r}")
-            if raw.get("e") == "CAPACITY":
-                raise FailedPrecondition(f"meter: {meter!r} is a capacity meter: Reserve takes a unit while it is "
-                                         "in use and Release gives it back; Consume does not apply")
-            if raw.get("e") == "MISSING_ATTRIBUTE":
-                raise InvalidArgument(f"attributes[{raw['a']}]",
-                                      f"is required: meter {meter!r} counts or prices by it")
-            if raw.get("e") == "BAD_GROUP":
-                raise InvalidArgument("attributes[group_members]",
-                                      f"must be 1..{raw['m']} and equal to amount (one unit per member sent to)"
-                                      if raw["m"] else f"meter {meter!r} has no group messages")
-            if raw.get("e") == "UNKNOWN_PRICE":
-                raise InvalidArgument("attributes", f"the price table in force has no price for {raw['a']} "
-                                                    "(country/category)")
-            if raw.get("e") == "NO_PRICE":
-                raise FailedPrecondition(f"meter: no price table of {meter!r} is in force yet")
+            err = _reserve_error(raw, account_id, meter)
+            if err is not None:
+                raise err
             return raw, json.dumps(raw) if "e" not in raw else ""
 
         def to_entry(raw: dict[str, Any], answer_json: str, now: int) -> dict[str, Any]:

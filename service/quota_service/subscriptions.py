@@ -190,8 +190,7 @@ async def _add_packs(conn: asyncpg.Connection, sub: Mapping[str, Any], cat: Cata
     for name, extra in added.items():
         pack = cat.packs[name]
         item = f"pack:{name}"
-        n = await conn.fetchval("SELECT count(*) FROM grants WHERE account_id = $1 AND cycle_no = $2 AND item = $3",
-                                account_id, k, item)
+        n = await conn.fetchval(Q["count_item_grants"], account_id, item, k)
         gid = f"{account_id}/{item}/{k}/+{n}"
         amount = extra * pack.amount[iv]
         await _grant(conn, gid, account_id, pack.meter, pack.source, pack.label, pack.priority, now_ms,
@@ -504,8 +503,7 @@ class Subscriptions:
                 if sub is None or at is None:
                     return False, 0
                 k, item = sub["cycle_no"], f"auto_top_up:{currency}"
-                n = await conn.fetchval("SELECT count(*) FROM grants WHERE account_id = $1 AND item = $2 "
-                                        "AND cycle_no = $3", account_id, item, k)
+                n = await conn.fetchval(Q["count_item_grants"], account_id, item, k)
                 if n >= at.max_per_cycle:
                     return False, sub["cycle_end_ms"]
                 expires = 0

@@ -1,9 +1,9 @@
 """A partition that outlasts a query's timeout must not cost the pool its connections (H7).
 
 On a timeout asyncpg asks Postgres to cancel the query over a new connection and, by default,
-hands a pooled connection back only once that request is answered. Across a partition the request
-is lost and never answered, so every caller would wait forever and the pool would shrink for good.
-The ledger closes such a connection instead of returning it.
+hands a pooled connection back only once that request is answered or times out. Across a
+partition the request is lost; the ledger closes such a connection instead of returning it, and
+the pool replaces it once the network is back.
 """
 
 from __future__ import annotations

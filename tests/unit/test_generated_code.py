@@ -58,3 +58,13 @@ def test_stub_and_servicer_expose_every_rpc() -> None:
             assert hasattr(stub, name), name
     finally:
         channel.close()
+
+
+def test_the_service_implements_every_rpc_of_the_generated_base() -> None:
+    """The generated base servicer answers UNIMPLEMENTED (NotImplementedError) for every RPC; the
+    service's servicer must define each one itself."""
+    from quota_service.api.servicer import QuotaServicer
+
+    names = [m.name for m in quota_pb2.DESCRIPTOR.services_by_name["QuotaService"].methods]
+    missing = [n for n in names if n not in vars(QuotaServicer)]
+    assert names and missing == []

@@ -130,28 +130,33 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=handler.request_deserializer,
                                                        response_serializer=handler.response_serializer)
 
+        async def streamed(items: AsyncIterator[Any], context: aio.ServicerContext) -> AsyncIterator[Any]:
+            """A streaming call's answers, with the same authentication, budget, trace and errors."""
+            start = time.perf_counter()
+            caller = None
+            code = grpc.StatusCode.OK
+            with telemetry.rpc_span(method) as span:
+                try:
+                    _, caller = await enter(context, 1)
+                    async for item in items:
+                        yield item
+                except (aio.AbortError, grpc.RpcError):
+                    raise
+                except Exception as exc:
+                    code = status_for(exc)
+                    telemetry.mark_error(span, code.name, exc)
+                    await self._fail(context, method, exc)
+                finally:
+                    if caller is not None:
+                        self.budgets.release(caller)
+                    telemetry.record_rpc(method, code.name, time.perf_counter() - start)
+
         if handler.unary_stream is not None:
             inner_out = handler.unary_stream
 
             async def out_stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-                start = time.perf_counter()
-                caller = None
-                code = grpc.StatusCode.OK
-                with telemetry.rpc_span(method) as span:
-                    try:
-                        _, caller = await enter(context, 1)
-                        async for item in inner_out(request, context):
-                            yield item
-                    except (aio.AbortError, grpc.RpcError):
-                        raise
-                    except Exception as exc:
-                        code = status_for(exc)
-                        telemetry.mark_error(span, code.name, exc)
-                        await self._fail(context, method, exc)
-                    finally:
-                        if caller is not None:
-                            self.budgets.release(caller)
-                        telemetry.record_rpc(method, code.name, time.perf_counter() - start)
+                async for item in streamed(inner_out(request, context), context):
+                    yield item
 
             return grpc.unary_stream_rpc_method_handler(out_stream, request_deserializer=handler.request_deserializer,
                                                         response_serializer=handler.response_serializer)
@@ -160,18 +165,8 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             inner_stream = handler.stream_stream
 
             async def stream(request_iterator: AsyncIterator[Any], context: aio.ServicerContext) -> AsyncIterator[Any]:
-                caller = None
-                try:
-                    _, caller = await enter(context, 1)
-                    async for item in inner_stream(request_iterator, context):
-                        yield item
-                except (aio.AbortError, grpc.RpcError):
-                    raise
-                except Exception as exc:
-                    await self._fail(context, method, exc)
-                finally:
-                    if caller is not None:
-                        self.budgets.release(caller)
+                async for item in streamed(inner_stream(request_iterator, context), context):
+                    yield item
 
             return grpc.stream_stream_rpc_method_handler(stream, request_deserializer=handler.request_deserializer,
                                                          response_serializer=handler.response_serializer)

@@ -33,18 +33,8 @@ from quota_service.reports.accounts_calc import (
 )
 from quota_service.storage.postgres import PostgresLedger
 
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
 MAX_KINDS = 32
 _STATUS_TO_PB = {"active": pb.ACTIVE, "suspended": pb.SUSPENDED, "expired": pb.EXPIRED}
-
-
-def _page_size(value: int) -> int:
-    if value == 0:
-        return DEFAULT_PAGE
-    if not 1 <= value <= MAX_PAGE:
-        raise InvalidArgument("page_size", f"must be between 1 and {MAX_PAGE} (0 = {DEFAULT_PAGE})")
-    return value
 
 
 def _grant_pb(g: GrantState) -> pb.GrantBalance:
@@ -202,7 +192,7 @@ class AccountReports:
             if kind in sql.USAGE_KINDS:
                 raise InvalidArgument(f"kinds[{i}]", f"{kind!r} is a usage kind, never a transaction (see ListUsage)")
             kinds.append(kind)
-        size = _page_size(req.page_size)
+        size = cursor.page_size(req.page_size)
         after_ms: int | None = None
         after_id: int | None = None
         if req.page_token:
@@ -298,7 +288,7 @@ class AccountReports:
         """The organization's accounts in account_id order, with their live balances from the
         projection (grants started and not expired now)."""
         org_id = v.ident("org_id", req.org_id)
-        size = _page_size(req.page_size)
+        size = cursor.page_size(req.page_size)
         after: str | None = None
         if req.page_token:
             pos = cursor.decode("accounts", req.page_token)

@@ -15,6 +15,17 @@ from typing import Any
 from quota_service.errors import InvalidArgument
 
 _KEY = b"quota-page-token-v1"  # integrity against accidental edits, not a secret
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def page_size(value: int) -> int:
+    """A request's page_size: 1..MAX_PAGE, 0 for the default."""
+    if value == 0:
+        return DEFAULT_PAGE
+    if not 1 <= value <= MAX_PAGE:
+        raise InvalidArgument("page_size", f"must be between 1 and {MAX_PAGE} (0 = {DEFAULT_PAGE})")
+    return value
 
 
 def encode(kind: str, position: dict[str, Any]) -> str:

@@ -44,8 +44,6 @@ from quota_service.reports.usage_range import (
 )
 from quota_service.storage.postgres import _UNREACHABLE, PostgresLedger
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 CHUNK_ROWS = 1000  # data rows per ExportChunk at most ...
 CHUNK_BYTES = 1 << 20  # ... and about this much CSV, well under the 4 MiB a gRPC message may carry
 FETCH_ROWS = 500  # rows per round trip of the export's server-side cursor
@@ -127,9 +125,7 @@ class UsageReports:
         or at least later in entry order) never shift, repeat or hide rows of later pages.
         """
         f = _filter(req.filter)
-        if not 0 <= req.page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument("page_size", f"must be 1..{MAX_PAGE_SIZE} (0 = {DEFAULT_PAGE_SIZE})")
-        size = req.page_size or DEFAULT_PAGE_SIZE
+        size = cursor.page_size(req.page_size)
         position = None
         if req.page_token:
             position = cursor.decode(TOKEN_KIND, req.page_token)

@@ -123,9 +123,9 @@ class PostgresLedger:
 
     async def _on_connection(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run `fn` on a pooled connection. A connection whose call ended in anything but an answer
-        from the server (a timeout, a cancelled caller, a broken socket) is closed, not returned:
-        asyncpg would first wait for its cancel request, which a partitioned server never answers,
-        and the pool would lose the connection for good."""
+        from the server (a timeout, a cancelled caller, a broken socket) is closed, not returned: its
+        protocol state is unknown, and asyncpg would first wait (up to the command timeout) for a
+        cancel request that a partitioned server never answers."""
         conn = await self.pool.acquire(timeout=self.timeout_s)
         try:
             result = await fn(conn)

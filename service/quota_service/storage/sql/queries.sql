@@ -161,6 +161,17 @@ ON CONFLICT DO NOTHING;
 -- name: move_granted
 UPDATE grants SET granted = granted + $3 WHERE grant_id = $1 AND account_id = $2;
 
+-- name: lock_grant
+SELECT bucket, granted, used, held, overdraft_limit FROM grants WHERE grant_id = $1 AND account_id = $2
+   FOR UPDATE;
+
+-- name: set_overdraft
+UPDATE grants SET overdraft_limit = $3 WHERE grant_id = $1 AND account_id = $2;
+
+-- name: count_item_grants
+-- grants of one catalogue item in one cycle (packs added mid-cycle, automatic top-ups)
+SELECT count(*) FROM grants WHERE account_id = $1 AND item = $2 AND cycle_no = $3;
+
 -- name: move_used
 UPDATE grants SET used = used + $3 WHERE grant_id = $1 AND account_id = $2;
 
