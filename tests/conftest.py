@@ -14,13 +14,12 @@ import hypothesis  # noqa: F401  imported at start: a first import at the sessio
 import pytest
 import pytest_timeout
 from quota_client import AsyncQuotaClient, MeterPolicy
-
 from quota_service import embedded
 from quota_service.domain.clock import ManualClock
 from quota_service.server import QuotaServer
 from quota_service.settings import Settings
-from tests.support import backends
 
+from tests.support import backends
 
 _dump_thread_stacks = pytest_timeout.dump_stacks
 

@@ -3,6 +3,8 @@
 from quota_client.client import AsyncQuotaClient, QuotaClient, QuotaClientError, new_key
 from quota_client.results import (
     Account,
+    AccountOverview,
+    AccountPage,
     Alert,
     Balance,
     Decision,
@@ -11,8 +13,21 @@ from quota_client.results import (
     MeterBalance,
     MeterPolicy,
     PlanChange,
+    Statement,
+    StatementLine,
     Subscription,
+    Transaction,
+    TransactionPage,
+    Trend,
+    TrendPoint,
+    TrendSeries,
+    UsagePage,
+    UsageRow,
+    VerifyDifference,
+    VerifyReport,
 )
 
-__all__ = ["Account", "Alert", "AsyncQuotaClient", "Balance", "Decision", "Grant", "GrantPart", "MeterBalance",
-           "MeterPolicy", "PlanChange", "QuotaClient", "QuotaClientError", "Subscription", "new_key"]
+__all__ = ["Account", "AccountOverview", "AccountPage", "Alert", "AsyncQuotaClient", "Balance", "Decision", "Grant",
+           "GrantPart", "MeterBalance", "MeterPolicy", "PlanChange", "QuotaClient", "QuotaClientError", "Statement",
+           "StatementLine", "Subscription", "Transaction", "TransactionPage", "Trend", "TrendPoint", "TrendSeries",
+           "UsagePage", "UsageRow", "VerifyDifference", "VerifyReport", "new_key"]

@@ -21,7 +21,17 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from quota_client.client import AsyncQuotaClient, QuotaClientError
-from quota_client.results import Balance, Decision, MeterPolicy
+from quota_client.results import (
+    AccountPage,
+    Balance,
+    Decision,
+    MeterPolicy,
+    Statement,
+    TransactionPage,
+    Trend,
+    UsagePage,
+    VerifyReport,
+)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -95,20 +105,20 @@ def _bars(values: list[int], width: int = 40) -> list[str]:
     return out
 
 
-def _more(page: Any) -> str:
-    """How to ask for the next page (a statement has no pages)."""
-    token = getattr(page, "next_page_token", "")
+def _more(page: UsagePage | TransactionPage | AccountPage) -> str:
+    """How to ask for the next page."""
+    token = page.next_page_token
     return f"\n\nmore: --page-token {token}" if token else ""
 
 
-def _show_usage(page: Any) -> str:
+def _show_usage(page: UsagePage) -> str:
     rows = [[_iso(r.occurred_at_ms), r.meter, r.bucket, str(r.amount), str(r.running_used),
              r.attributes.get("room_id", ""), r.attributes.get("channel", ""), r.kind, r.grant_id] for r in page.rows]
     out = _table(rows, ["time (UTC)", "meter", "bucket", "amount", "running", "room", "channel", "kind", "grant"])
     return out + _more(page)
 
 
-def _show_trend(trend: Any) -> str:
+def _show_trend(trend: Trend) -> str:
     parts = [f"time zone {trend.time_zone}"]
     for series in trend.series:
         title = series.meter + (f" / {series.group}" if series.group else "")
@@ -120,14 +130,14 @@ def _show_trend(trend: Any) -> str:
     return "\n".join(parts)
 
 
-def _show_transactions(page: Any) -> str:
+def _show_transactions(page: TransactionPage | Statement) -> str:
     rows = [[_iso(t.occurred_at_ms), t.kind, t.bucket, f"{t.amount:+d}", t.source, t.label, t.grant_id]
             for t in page.transactions]
     out = _table(rows, ["time (UTC)", "kind", "bucket", "amount", "source", "label", "grant"])
-    return out + _more(page)
+    return out + (_more(page) if isinstance(page, TransactionPage) else "")
 
 
-def _show_statement(st: Any) -> str:
+def _show_statement(st: Statement) -> str:
     state = "closed" if st.closed else "open"
     head = (f"statement of {st.account_id}: {st.product} {st.plan}, cycle {st.cycle} "
             f"[{_iso(st.cycle_start_ms)} .. {_iso(st.cycle_end_ms)}) {state}")
@@ -140,20 +150,30 @@ def _show_statement(st: Any) -> str:
     return out
 
 
-def _show_accounts(page: Any) -> str:
+def _show_accounts(page: AccountPage) -> str:
     rows = []
     for a in page.accounts:
         meters = ", ".join(f"{m.bucket} {m.remaining}/{m.granted}" for m in a.meters)
-        rows.append([a.account_id, (a.plan and f"{a.product}/{a.plan}") or "-", _status_name(a.status),
+        rows.append([a.account_id, (a.plan and f"{a.product}/{a.plan}") or "-", a.status.lower(),
                      _iso(a.cycle_end_ms), _iso(a.next_expiry_ms), meters])
     out = _table(rows, ["account", "plan", "status", "cycle ends", "next expiry", "remaining/granted"])
     return out + _more(page)
 
 
-def _status_name(value: int) -> str:
-    from quota.v1 import quota_pb2 as pb
-
-    return str(pb.AccountStatus.Name(value)).lower()
+def _show_verify(report: VerifyReport) -> str:
+    head = (f"checked {report.accounts} accounts, {report.grants} grants: "
+            + ("balances equal the ledger" if report.ok else f"{len(report.differences)} differences"))
+    out = [head]
+    if report.differences:
+        out.append("")
+        out.append(_table([[d.account_id, d.grant_id or "-", d.store, d.field, str(d.expected), str(d.actual),
+                            "repaired" if d.repaired else "-", d.detail] for d in report.differences],
+                          ["account", "grant", "store", "field", "expected", "actual", "redis", "detail"]))
+    if report.in_flight:
+        out.append(f"\nin flight (Redis not compared): {', '.join(report.in_flight)}")
+    if report.rebuilt:
+        out.append(f"\nrebuilt (unconfirmed mutations past their deadline): {', '.join(report.rebuilt)}")
+    return "\n".join(out)
 
 
 def _jsonable(value: Any) -> Any:
@@ -189,8 +209,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("amount", type=int)
     t.add_argument("--meter", default="")
     t.add_argument("--currency", default="")
-    t.add_argument("--source", default="topup")
-    t.add_argument("--priority", type=int, default=0)
+    t.add_argument("--kind", default="", help="a top-up kind of the catalogue (a wallet's top_ups, or a pack)")
+    t.add_argument("--source", default="", help="default: topup, or the kind's")
+    t.add_argument("--priority", type=int, default=None, help="default: the kind's, or 100 (0 is a priority)")
     t.add_argument("--expires-at-ms", type=int, default=0)
     t.add_argument("--label", default="")
     t.add_argument("--key", help="idempotency key (default: generated)")
@@ -261,6 +282,11 @@ def parser() -> argparse.ArgumentParser:
     ac.add_argument("org_id")
     ac.add_argument("--page-size", type=int, default=100)
     ac.add_argument("--page-token", default="")
+
+    vf = sub.add_parser("verify", help="check that balances equal the ledger, and Redis Postgres (exit 1: a difference)")
+    vf.add_argument("account_id", nargs="?", default="", help="one account (default: every account)")
+    vf.add_argument("--page-size", type=int, default=0, help="accounts per page (default 100)")
+    vf.add_argument("--after", default="", help="every account: start after this one")
     return p
 
 
@@ -272,7 +298,7 @@ async def run(args: argparse.Namespace) -> Any:
                                           policies=[MeterPolicy(m) for m in args.meter], idempotency_key=key)
         if args.command == "top-up":
             grant, _ = await c.top_up(args.account_id, args.amount, meter=args.meter, currency=args.currency,
-                                      source=args.source, priority=args.priority,
+                                      kind=args.kind, source=args.source, priority=args.priority,
                                       expires_at_ms=args.expires_at_ms, label=args.label, idempotency_key=key)
             return grant
         if args.command in ("reserve", "consume"):
@@ -299,6 +325,9 @@ async def run(args: argparse.Namespace) -> Any:
             return await c.statement(args.account_id, args.cycle)
         if args.command == "accounts":
             return await c.accounts(args.org_id, page_size=args.page_size, page_token=args.page_token)
+        if args.command == "verify":
+            return await c.verify(args.account_id, page_size=args.page_size, after_account_id=args.after,
+                                  timeout_s=max(args.timeout, 300.0))
         return await c.balance(args.account_id, args.meter, as_of_ms=args.as_of)
 
 
@@ -332,16 +361,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.json:
         print(json.dumps(_jsonable(result), indent=2, ensure_ascii=False))
-    elif isinstance(result, Message):
-        show = {"usage": _show_usage, "trend": _show_trend, "transactions": _show_transactions,
-                "statement": _show_statement, "accounts": _show_accounts}[args.command]
-        print(show(result))
+    elif isinstance(result, UsagePage):
+        print(_show_usage(result))
+    elif isinstance(result, Trend):
+        print(_show_trend(result))
+    elif isinstance(result, TransactionPage):
+        print(_show_transactions(result))
+    elif isinstance(result, Statement):
+        print(_show_statement(result))
+    elif isinstance(result, AccountPage):
+        print(_show_accounts(result))
+    elif isinstance(result, VerifyReport):
+        print(_show_verify(result))
     elif isinstance(result, Decision):
         print(_show_decision(result))
     elif isinstance(result, Balance):
         print(_show_balance(result))
     else:
         print("\n".join(f"{k}: {v}" for k, v in _jsonable(result).items()))
+    if isinstance(result, VerifyReport) and not result.ok:
+        return 1
     return 0
 
 

@@ -20,7 +20,20 @@ from grpc import aio
 from quota.v1 import quota_pb2 as pb
 from quota.v1 import quota_pb2_grpc as pb_grpc
 
-from quota_client.results import Account, Balance, Decision, Grant, MeterPolicy, Subscription
+from quota_client.results import (
+    Account,
+    AccountPage,
+    Balance,
+    Decision,
+    Grant,
+    MeterPolicy,
+    Statement,
+    Subscription,
+    TransactionPage,
+    Trend,
+    UsagePage,
+    VerifyReport,
+)
 
 T = TypeVar("T")
 
@@ -145,14 +158,19 @@ class AsyncQuotaClient:
         req = pb.GetBalanceRequest(account_id=account_id, meter=meter, as_of_ms=as_of_ms)
         return Balance.from_pb(await self._call(self._rpc("GetBalance"), req, timeout_s))
 
-    async def top_up(self, account_id: str, amount: int, *, meter: str = "", currency: str = "",
-                     source: str = "topup", priority: int = 0, overdraft_limit: int = 0, starts_at_ms: int = 0,
+    async def top_up(self, account_id: str, amount: int, *, meter: str = "", currency: str = "", kind: str = "",
+                     source: str = "", priority: int | None = None, overdraft_limit: int = 0, starts_at_ms: int = 0,
                      expires_at_ms: int = 0, label: str = "", grant_id: str = "",
                      idempotency_key: str | None = None, timeout_s: float | None = None) -> tuple[Grant, bool]:
-        """Add a grant of `amount` units of `meter`, or minor units of `currency`. Returns (grant, replayed)."""
+        """Add a grant of `amount` units of `meter`, or minor units of `currency`. Returns (grant, replayed).
+
+        `kind` names a top-up kind of the account's catalogue (a wallet's `top_ups`, or a pack for a
+        meter): its bounds, priority, overdraft, label and end apply. Without it the grant is ad hoc
+        (admin role): `source` "" is topup, `priority` None is 100 (0 is a priority like any other).
+        The grant first pays what the meter or wallet owes; only the rest is spendable."""
         spec = pb.GrantSpec(grant_id=grant_id, meter=meter, currency=currency, amount=amount, source=source,
                             priority=priority, overdraft_limit=overdraft_limit, starts_at_ms=starts_at_ms,
-                            expires_at_ms=expires_at_ms, label=label)
+                            expires_at_ms=expires_at_ms, label=label, kind=kind)
         req = pb.TopUpRequest(account_id=account_id, grant=spec, idempotency_key=idempotency_key or new_key())
         resp = await self._call(self._rpc("TopUp"), req, timeout_s)
         return Grant.from_pb(resp.grant), resp.replayed
@@ -217,16 +235,15 @@ class AsyncQuotaClient:
         req = pb.GetSubscriptionRequest(account_id=account_id)
         return Subscription.from_pb(await self._call(self._rpc("GetSubscription"), req, timeout_s))
 
-    # -- reports: they answer protobuf messages (quota.v1.quota_pb2), documented in the .proto --------
+    # -- reports: typed results (quota_client.results), fields as documented in the .proto ------------
 
     async def usage(self, account_id: str, *, from_ms: int = 0, to_ms: int = 0, meter: str = "",
                     attributes: Mapping[str, str] | None = None, page_size: int = 0, page_token: str = "",
-                    timeout_s: float | None = None) -> pb.UsagePage:
+                    timeout_s: float | None = None) -> UsagePage:
         """One page of usage rows, newest first; pass .next_page_token back for the next (R2)."""
         req = pb.ListUsageRequest(filter=_usage_filter(account_id, from_ms, to_ms, meter, attributes),
                                   page_size=page_size, page_token=page_token)
-        page: pb.UsagePage = await self._call(self._rpc("ListUsage"), req, timeout_s)
-        return page
+        return UsagePage.from_pb(await self._call(self._rpc("ListUsage"), req, timeout_s))
 
     async def export_usage(self, account_id: str, out: Any, *, from_ms: int = 0, to_ms: int = 0, meter: str = "",
                            attributes: Mapping[str, str] | None = None, attribute_columns: tuple[str, ...] = (),
@@ -245,34 +262,45 @@ class AsyncQuotaClient:
         return rows
 
     async def trend(self, account_id: str, *, from_ms: int = 0, to_ms: int = 0, meter: str = "", group_by: str = "",
-                    granularity: str = "day", timeout_s: float | None = None) -> pb.Trend:
+                    granularity: str = "day", timeout_s: float | None = None) -> Trend:
         """Usage per day (or hour) in the account's time zone, zeros included; at most 92 days (R3, QC8)."""
         req = pb.GetTrendRequest(account_id=account_id, from_ms=from_ms, to_ms=to_ms, meter=meter,
                                  group_by=group_by, granularity=granularity)
-        trend: pb.Trend = await self._call(self._rpc("GetTrend"), req, timeout_s)
-        return trend
+        return Trend.from_pb(await self._call(self._rpc("GetTrend"), req, timeout_s))
 
     async def transactions(self, account_id: str, *, from_ms: int = 0, to_ms: int = 0, kinds: tuple[str, ...] = (),
                            page_size: int = 0, page_token: str = "",
-                           timeout_s: float | None = None) -> pb.TransactionPage:
+                           timeout_s: float | None = None) -> TransactionPage:
         """Top-ups, purchases, cycle grants, carry-overs, forfeits, settlements, with labels (R4)."""
         req = pb.ListTransactionsRequest(account_id=account_id, from_ms=from_ms, to_ms=to_ms, kinds=list(kinds),
                                          page_size=page_size, page_token=page_token)
-        page: pb.TransactionPage = await self._call(self._rpc("ListTransactions"), req, timeout_s)
-        return page
+        return TransactionPage.from_pb(await self._call(self._rpc("ListTransactions"), req, timeout_s))
 
-    async def statement(self, account_id: str, cycle: int = -1, *, timeout_s: float | None = None) -> pb.Statement:
+    async def statement(self, account_id: str, cycle: int = -1, *, timeout_s: float | None = None) -> Statement:
         """What one subscription cycle billed (R5); cycle -1 = the current one."""
         req = pb.GetStatementRequest(account_id=account_id, cycle=cycle)
-        st: pb.Statement = await self._call(self._rpc("GetStatement"), req, timeout_s)
-        return st
+        return Statement.from_pb(await self._call(self._rpc("GetStatement"), req, timeout_s))
 
     async def accounts(self, org_id: str, *, page_size: int = 0, page_token: str = "",
-                       timeout_s: float | None = None) -> pb.AccountPage:
+                       timeout_s: float | None = None) -> AccountPage:
         """Every account of an organization with plan, status, balance and cycle end (KB5)."""
         req = pb.ListAccountsRequest(org_id=org_id, page_size=page_size, page_token=page_token)
-        page: pb.AccountPage = await self._call(self._rpc("ListAccounts"), req, timeout_s)
-        return page
+        return AccountPage.from_pb(await self._call(self._rpc("ListAccounts"), req, timeout_s))
+
+    async def verify(self, account_id: str = "", *, page_size: int = 0, after_account_id: str = "",
+                     timeout_s: float = 300.0) -> VerifyReport:
+        """Consistency check (N4, admin role): every grant of the account (or of every account, streamed in
+        pages) recomputed from the ledger and compared with the Postgres projection and with Redis. A
+        difference in Redis is repaired by a rebuild (`repaired`); one in Postgres is only reported.
+        Not retried: it only reads, and may be run again."""
+        req = pb.VerifyRequest(account_id=account_id, page_size=page_size, after_account_id=after_account_id)
+        pages = []
+        try:
+            async for page in self._stub.Verify(req, timeout=timeout_s, metadata=self._metadata):
+                pages.append(page)
+        except aio.AioRpcError as exc:
+            raise QuotaClientError(exc.code(), exc.details() or "") from exc
+        return VerifyReport.from_pages(pages)
 
     async def watch_alerts(self, *, account_id: str = "", org_id: str = "",
                            after_event_id: int = 0) -> AsyncIterator[pb.AlertEvent]:

@@ -180,3 +180,207 @@ class PlanChange:
     interval: str
     packs: dict[str, int]
     effective_at_ms: int
+
+
+# -- reports -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One charge on one grant (a consume or a commit), from the ledger."""
+
+    entry_id: int
+    account_id: str
+    occurred_at_ms: int  # when the charge was made
+    meter: str
+    bucket: str  # the meter, or "$" + currency when overage was drawn from a wallet
+    grant_id: str
+    kind: str  # consume or commit
+    amount: int  # units, or minor units from a wallet
+    running_used: int  # the grant's used units after this row
+    attributes: dict[str, str]
+    idempotency_key: str
+
+    @classmethod
+    def from_pb(cls, r: Any) -> UsageRow:
+        return cls(r.entry_id, r.account_id, r.occurred_at_ms, r.meter, r.bucket, r.grant_id, r.kind, r.amount,
+                   r.running_used, dict(r.attributes), r.idempotency_key)
+
+
+@dataclass(frozen=True)
+class UsagePage:
+    rows: tuple[UsageRow, ...]  # newest first
+    next_page_token: str  # "" when there is nothing older
+
+    @classmethod
+    def from_pb(cls, p: Any) -> UsagePage:
+        return cls(tuple(UsageRow.from_pb(r) for r in p.rows), p.next_page_token)
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    start_ms: int
+    label: str  # 2026-11-22, or 2026-11-22T13 for hours, in the account's time zone
+    amount: int  # units charged
+    events: int  # charges made
+
+
+@dataclass(frozen=True)
+class TrendSeries:
+    meter: str
+    group: str  # the group_by attribute's value ("" when not grouped)
+    points: tuple[TrendPoint, ...]  # every bucket of the range, zeros included
+
+
+@dataclass(frozen=True)
+class Trend:
+    time_zone: str
+    series: tuple[TrendSeries, ...]
+
+    @classmethod
+    def from_pb(cls, t: Any) -> Trend:
+        return cls(t.time_zone, tuple(
+            TrendSeries(s.meter, s.group, tuple(TrendPoint(p.start_ms, p.label, p.amount, p.events) for p in s.points))
+            for s in t.series))
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """A change of a balance that is not usage: a top-up, a cycle grant, a carry-over, a forfeit ..."""
+
+    entry_id: int
+    occurred_at_ms: int
+    kind: str  # grant, cycle_grant, carry_over, forfeit, settle, adjustment ...
+    grant_id: str
+    bucket: str  # meter, or "$" + currency for money
+    amount: int  # signed change of the balance
+    source: str  # the grant's source: plan, pack, topup, auto_topup, promo ...
+    label: str
+    idempotency_key: str
+
+    @classmethod
+    def from_pb(cls, t: Any) -> Transaction:
+        return cls(t.entry_id, t.occurred_at_ms, t.kind, t.grant_id, t.bucket, t.amount, t.source, t.label,
+                   t.idempotency_key)
+
+
+@dataclass(frozen=True)
+class TransactionPage:
+    transactions: tuple[Transaction, ...]
+    next_page_token: str
+
+    @classmethod
+    def from_pb(cls, p: Any) -> TransactionPage:
+        return cls(tuple(Transaction.from_pb(t) for t in p.transactions), p.next_page_token)
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    bucket: str  # meter, or "$" + currency
+    opening: int  # remaining at the cycle's start
+    granted: int  # added during the cycle
+    used: int  # charged during the cycle
+    forfeited: int  # taken away at the cycle's end or by a rule
+    closing: int  # remaining at the cycle's end (or now, for the open cycle)
+    overage_units: int
+    overage_minor: int
+    overage_currency: str
+
+
+@dataclass(frozen=True)
+class Statement:
+    """What one subscription cycle billed, from the ledger."""
+
+    account_id: str
+    product: str
+    plan: str
+    cycle: int
+    cycle_start_ms: int
+    cycle_end_ms: int
+    closed: bool  # the cycle has ended: the statement no longer changes
+    lines: tuple[StatementLine, ...]
+    transactions: tuple[Transaction, ...]
+
+    @classmethod
+    def from_pb(cls, s: Any) -> Statement:
+        lines = tuple(StatementLine(ln.bucket, ln.opening, ln.granted, ln.used, ln.forfeited, ln.closing,
+                                    ln.overage_units, ln.overage_minor, ln.overage_currency) for ln in s.lines)
+        return cls(s.account_id, s.product, s.plan, s.cycle, s.cycle_start_ms, s.cycle_end_ms, s.closed, lines,
+                   tuple(Transaction.from_pb(t) for t in s.transactions))
+
+
+@dataclass(frozen=True)
+class AccountOverview:
+    """An account of an organization with its plan, status, balances and cycle end."""
+
+    account_id: str
+    org_id: str
+    status: str  # ACTIVE, SUSPENDED, EXPIRED
+    product: str  # "" without a subscription
+    plan: str
+    interval: str
+    cycle_end_ms: int
+    meters: tuple[MeterBalance, ...]
+    next_expiry_ms: int  # the earliest expiry among the live grants; 0 = none
+    pending_change: PlanChange | None  # waits for cycle_end_ms
+    owner_id: str
+
+    @classmethod
+    def from_pb(cls, a: Any) -> AccountOverview:
+        pending = None
+        if a.HasField("pending_change"):
+            c = a.pending_change
+            pending = PlanChange(c.plan, c.interval, dict(c.packs), c.effective_at_ms)
+        meters = tuple(MeterBalance(m.bucket, m.granted, m.used, m.held, m.remaining, m.remaining_pct)
+                       for m in a.meters)
+        return cls(a.account_id, a.org_id, pb.AccountStatus.Name(a.status), a.product, a.plan, a.interval,
+                   a.cycle_end_ms, meters, a.next_expiry_ms, pending, a.owner_id)
+
+
+@dataclass(frozen=True)
+class AccountPage:
+    accounts: tuple[AccountOverview, ...]
+    next_page_token: str
+
+    @classmethod
+    def from_pb(cls, p: Any) -> AccountPage:
+        return cls(tuple(AccountOverview.from_pb(a) for a in p.accounts), p.next_page_token)
+
+
+# -- consistency check ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyDifference:
+    account_id: str
+    grant_id: str
+    store: str  # postgres: the projection against the ledger; redis: Redis against Postgres
+    field: str  # granted, used, held, overdraft_limit, priority, expires_at_ms, grant (1 exists, 0 not)
+    expected: int  # from the ledger (postgres) or from Postgres (redis)
+    actual: int
+    detail: str
+    repaired: bool  # redis: a rebuild made Redis agree
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of a consistency check (N4); `ok` when no difference was found."""
+
+    accounts: int
+    grants: int
+    differences: tuple[VerifyDifference, ...]
+    in_flight: tuple[str, ...]  # accounts with unconfirmed mutations: Redis not compared
+    rebuilt: tuple[str, ...]  # accounts rebuilt because unconfirmed mutations were past their deadline
+    last_account_id: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+    @classmethod
+    def from_pages(cls, pages: list[Any]) -> VerifyReport:
+        return cls(sum(p.accounts for p in pages), sum(p.grants for p in pages),
+                   tuple(VerifyDifference(d.account_id, d.grant_id, d.store, d.field, d.expected, d.actual, d.detail,
+                                          d.repaired) for p in pages for d in p.differences),
+                   tuple(a for p in pages for a in p.in_flight), tuple(a for p in pages for a in p.rebuilt),
+                   pages[-1].last_account_id if pages else "")

@@ -4,6 +4,7 @@
     quota-service keys create --role enforce --account acme [--org o] [--label L]
     quota-service keys revoke KEY_ID
     quota-service keys list
+    quota-service verify [--account ID] [--json]   check that balances equal the ledger (N4)
 
 Without QUOTA_REDIS_URL / QUOTA_POSTGRES_DSN it starts embedded Valkey and Postgres with their data
 under QUOTA_DATA_DIR (default .data), and prints an admin API key it keeps in that folder.
@@ -95,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if argv[:1] == ["keys"]:
         return keys_command(settings, argv[1:])
+    if argv[:1] == ["verify"]:
+        from quota_service import verify
+
+        return verify.main(settings, argv[1:])
     if argv:
         print(__doc__, file=sys.stderr)
         return 2
@@ -108,13 +113,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     embedded_pg = not settings.postgres_dsn
+    if embedded_pg or not settings.redis_url:
+        try:  # one service per data folder: a second would start a second Valkey on the same files
+            data_lock = embedded.lock_data_dir(settings.data_dir)  # noqa: F841  held until the process ends
+        except embedded.DataDirBusy as exc:
+            print(f"quota-service: {exc}", file=sys.stderr)
+            return 2
     if embedded_pg:
         dsn = embedded.start_postgres(settings.data_dir)
         settings = dataclasses.replace(settings, postgres_dsn=dsn)
         print(f"embedded Postgres: {dsn}", file=sys.stderr)
     valkey = None
     if not settings.redis_url:
-        valkey = embedded.start_valkey(settings.data_dir / "valkey")
+        valkey = embedded.start_valkey(settings.data_dir / "valkey", die_with_parent=True)
         settings = dataclasses.replace(settings, redis_url=valkey.url)
         print(f"embedded Valkey: {valkey.url}", file=sys.stderr)
     target = f"{settings.host}:{settings.port}"

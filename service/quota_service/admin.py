@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
 from quota_service.catalogue import CatalogueSet
+from quota_service.catalogue.top_ups import NotSelfService, TopUpRequest, resolve_top_up
 from quota_service.domain import validation as v
 from quota_service.domain.clock import Clock
 from quota_service.domain.model import (
@@ -22,12 +24,12 @@ from quota_service.domain.model import (
     GrantSpec,
     GrantState,
     MeterPolicy,
-    canonical_hash,
+    request_fingerprint,
 )
 from quota_service.errors import FailedPrecondition, IdempotencyMismatch, InvalidArgument, NotFound
 from quota_service.hotpath import Rebuilder
 from quota_service.storage.postgres import PostgresLedger, Q
-from quota_service.subscriptions import release_withheld, settle_negative
+from quota_service.subscriptions import collect_debts, release_withheld, settle_negative
 
 
 def _account_info(row: asyncpg.Record, replayed: bool = False) -> AccountInfo:
@@ -40,6 +42,43 @@ def _grant_state(row: asyncpg.Record) -> GrantState:
     return GrantState(row["grant_id"], row["bucket"], row["source"], row["priority"], row["granted"],
                       row["used"], row["held"], row["overdraft_limit"], row["starts_at_ms"],
                       row["expires_at_ms"], row["label"])
+
+
+@dataclass(frozen=True)
+class _NewGrant:
+    source: str
+    priority: int
+    overdraft_limit: int
+    label: str
+    expires_at_ms: int
+    item: str | None  # the catalogue entry (top_up:<kind>, pack:<name>); None: ad hoc
+    cycle_no: int | None  # a grant of this cycle: its at_cycle_end rule applies at the cycle end
+    attrs: dict[str, object]
+
+
+def _check_top_up(spec: GrantSpec, self_service: bool, now_ms: int) -> int:
+    """Validate what a top-up asks for, before any I/O; returns when it starts."""
+    if self_service and not spec.kind:
+        raise NotSelfService("grant.kind: this API key may only make the catalogue's self-service top-ups "
+                             "(name a kind)")
+    v.ident("grant.grant_id", spec.grant_id, required=False)
+    v.ident("grant.kind", spec.kind, required=False)
+    v.amount("grant.amount", spec.amount, limit=v.MAX_GRANT)
+    v.amount("grant.overdraft_limit", spec.overdraft_limit, allow_zero=True, limit=v.MAX_GRANT)
+    v.time_ms("grant.starts_at_ms", spec.starts_at_ms)
+    v.time_ms("grant.expires_at_ms", spec.expires_at_ms)
+    if spec.kind and (spec.starts_at_ms or spec.expires_at_ms or (self_service and spec.grant_id)):
+        field = "starts_at_ms" if spec.starts_at_ms else "expires_at_ms" if spec.expires_at_ms else "grant_id"
+        raise InvalidArgument(f"grant.{field}", f"is set by top-up kind {spec.kind!r}; leave it unset")
+    starts = spec.starts_at_ms or now_ms
+    if spec.expires_at_ms and spec.expires_at_ms <= starts:
+        raise InvalidArgument("grant.expires_at_ms", "must be after the grant starts (starts_at_ms, or now when 0)")
+    if spec.source and spec.source not in SOURCES:
+        raise InvalidArgument("grant.source", f"must be one of {', '.join(SOURCES)}")
+    if spec.priority is not None and not -1_000_000 <= spec.priority <= 1_000_000:
+        raise InvalidArgument("grant.priority", "must be between -1000000 and 1000000")
+    v.text("grant.label", spec.label, max_len=200)
+    return starts
 
 
 class Admin:
@@ -57,8 +96,13 @@ class Admin:
         v.idempotency_key(idempotency_key)
         tz = v.time_zone(time_zone)
         pol: dict[str, dict[str, object]] = {}
+        if len(policies) > v.MAX_POLICIES:
+            raise InvalidArgument("policies", f"at most {v.MAX_POLICIES} meter policies per account, got {len(policies)}")
         for i, p in enumerate(policies):
             v.ident(f"policies[{i}].meter", p.meter)
+            if len(p.alert_pct_left) > v.MAX_ALERT_THRESHOLDS:
+                raise InvalidArgument(f"policies[{i}].alert_pct_left",
+                                      f"at most {v.MAX_ALERT_THRESHOLDS} thresholds, got {len(p.alert_pct_left)}")
             if p.meter in pol:
                 raise InvalidArgument(f"policies[{i}].meter", f"{p.meter!r} appears twice")
             v.amount(f"policies[{i}].overage_price_minor", p.overage_price_minor, allow_zero=True,
@@ -72,7 +116,7 @@ class Admin:
                     raise InvalidArgument(f"policies[{i}].alert_pct_left", "thresholds are percentages 0..100")
             pol[p.meter] = p.to_json()
         now = self.clock.now_ms()
-        request_hash = canonical_hash("create_account", org_id, tz, pol)
+        request_hash = request_fingerprint("create_account", org_id, tz, pol)
 
         async def body(conn: asyncpg.Connection) -> str:
             status = await conn.execute(Q["insert_account"], account_id, org_id, tz, pol, now)
@@ -86,55 +130,67 @@ class Admin:
         row = await self.ledger._call(lambda c: c.fetchrow(Q["get_account"], account_id))
         return _account_info(row, replayed)
 
-    async def top_up(self, account_id: str, spec: GrantSpec, idempotency_key: str) -> tuple[GrantState, bool]:
-        """Add a grant of units (meter bucket) or money ("$" + currency bucket)."""
+    async def top_up(self, account_id: str, spec: GrantSpec, idempotency_key: str, *,
+                     self_service: bool = False) -> tuple[GrantState, bool]:
+        """Add a grant of units (meter bucket) or money ("$" + currency bucket): ad hoc, or a top-up kind
+        of the account's catalogue (`spec.kind`: a wallet's top-up kind or a pack, whose rules apply).
+        `self_service`: the caller may only make the catalogue's self-service kinds (QC13).
+
+        The grant first pays what its bucket owes (grants below zero, `settle` entries); only the rest
+        is spendable. One transaction, in the cycler's lock order (subscription, then account)."""
         v.ident("account_id", account_id)
         v.idempotency_key(idempotency_key)
-        v.ident("grant.grant_id", spec.grant_id, required=False)
-        v.amount("grant.amount", spec.amount, limit=v.MAX_GRANT)
-        v.amount("grant.overdraft_limit", spec.overdraft_limit, allow_zero=True, limit=v.MAX_GRANT)
-        v.time_ms("grant.starts_at_ms", spec.starts_at_ms)
-        v.time_ms("grant.expires_at_ms", spec.expires_at_ms)
         now = self.clock.now_ms()
-        starts = spec.starts_at_ms or now
-        if spec.expires_at_ms and spec.expires_at_ms <= starts:
-            raise InvalidArgument("grant.expires_at_ms", "must be after the grant starts (starts_at_ms, or now when 0)")
-        if spec.source not in SOURCES:
-            raise InvalidArgument("grant.source", f"must be one of {', '.join(SOURCES)}")
-        if not -1_000_000 <= spec.priority <= 1_000_000:
-            raise InvalidArgument("grant.priority", "must be between -1000000 and 1000000")
-        v.text("grant.label", spec.label, max_len=200)
+        starts = _check_top_up(spec, self_service, now)
         grant_id = spec.grant_id or f"g-{uuid.uuid5(uuid.NAMESPACE_URL, account_id + '/' + idempotency_key).hex}"
-        request_hash = canonical_hash("top_up", spec.bucket, spec.amount, spec.source, spec.priority,
+        request_hash = request_fingerprint("top_up", spec.bucket, spec.amount, spec.source, spec.priority,
                                       spec.overdraft_limit, spec.starts_at_ms, spec.expires_at_ms,
-                                      spec.label, spec.grant_id)
+                                      spec.label, spec.grant_id, spec.kind)
 
         async def body(conn: asyncpg.Connection) -> str:
             if await conn.fetchval("SELECT 1 FROM accounts WHERE account_id = $1", account_id) is None:
                 raise NotFound("account_id", f"unknown account {account_id!r}")
-            # QA3c hook, part 1: lock the account's subscription (if any) before the grant row, in the
-            # cycler's lock order (subscription, then account), so a cycle end cannot interleave.
             sub = await conn.fetchrow(Q["lock_subscription"], account_id)
+            g = self._grant_of(spec, sub, self_service, starts)
             total = await conn.fetchval(Q["bucket_total"], account_id, spec.bucket)
-            if total + spec.amount + spec.overdraft_limit > v.MAX_BUCKET_TOTAL:
+            if total + spec.amount + g.overdraft_limit > v.MAX_BUCKET_TOTAL:
                 raise FailedPrecondition(f"grant.amount: {spec.bucket!r} would hold more than {v.MAX_BUCKET_TOTAL} "
                                          "(granted plus overdraft over all its grants)")
-            status = await conn.execute(Q["insert_grant"], grant_id, account_id, spec.bucket, spec.source,
-                                        spec.label, spec.priority, starts, spec.expires_at_ms,
-                                        spec.amount, spec.overdraft_limit)
+            status = await conn.execute(Q["insert_item_grant"], grant_id, account_id, spec.bucket, g.source,
+                                        g.label, g.priority, starts, g.expires_at_ms, spec.amount, 0,
+                                        g.overdraft_limit, g.item, g.cycle_no, 0)
             if status.endswith(" 0"):
                 raise FailedPrecondition(f"grant.grant_id: grant {grant_id!r} already exists")
             await conn.execute(Q["insert_admin_entry"], account_id, "grant", grant_id, spec.bucket,
-                               spec.amount, idempotency_key, now, {"source": spec.source, "label": spec.label})
-            # QA3c hook, part 2: a reset withheld because of a debt is released once this top-up pays
-            # the debt off (the top-up's units settle the negative grants; see subscriptions.py).
+                               spec.amount, idempotency_key, now, {"source": g.source, "label": g.label, **g.attrs})
+            # what the bucket owes is paid first (QC7, QA3c): only the rest of the top-up is spendable
+            await collect_debts(conn, account_id, spec.bucket, grant_id, now)
             if sub is not None and sub["withheld"]:
+                # QA3c: a reset withheld because of a debt is released once the debt is paid off
                 await release_withheld(conn, sub, self.catalogues, grant_id, spec.bucket, now)
             return grant_id
 
         answer, replayed = await self._admin(account_id, idempotency_key, "top_up", request_hash, now, body)
         row = await self.ledger._call(lambda c: c.fetchrow(Q["get_grant"], answer, account_id))
         return _grant_state(row), replayed
+
+    def _grant_of(self, spec: GrantSpec, sub: asyncpg.Record | None, self_service: bool, starts: int) -> _NewGrant:
+        """The grant a top-up makes: as asked (ad hoc), or as the catalogue's top-up kind says."""
+        if not spec.kind:
+            return _NewGrant(spec.source or "topup", 100 if spec.priority is None else spec.priority,
+                             spec.overdraft_limit, spec.label, spec.expires_at_ms, None, None, {})
+        cat = self.catalogues.get(sub["product"]) if sub is not None and self.catalogues is not None else None
+        if sub is None or cat is None:
+            raise FailedPrecondition("grant.kind: top-up kinds come from the catalogue of the account's "
+                                     "subscription, and the account has none")
+        r = resolve_top_up(cat, sub["plan"], sub["interval"], TopUpRequest(
+            spec.kind, spec.bucket, spec.amount, spec.priority, spec.overdraft_limit, spec.label, spec.source,
+            self_service))
+        expires = sub["cycle_end_ms"] if r.ends_with_cycle else 0
+        if expires and expires >= v.MAX_TIME_MS:
+            expires = 0  # a trial's open-ended "cycle"
+        return _NewGrant(r.source, r.priority, r.overdraft_limit, r.label, expires, r.item,
+                         sub["cycle_no"] if r.in_cycle else None, r.attrs)
 
     async def set_status(self, account_id: str, status: str, idempotency_key: str) -> AccountInfo:
         v.ident("account_id", account_id)
@@ -151,7 +207,7 @@ class Admin:
             return status
 
         _, replayed = await self._admin(account_id, idempotency_key, "set_status",
-                                        canonical_hash("set_status", status), now, body)
+                                        request_fingerprint("set_status", status), now, body)
         row = await self.ledger._call(lambda c: c.fetchrow(Q["get_account"], account_id))
         return _account_info(row, replayed)
 
@@ -159,8 +215,9 @@ class Admin:
                      idempotency_key: str) -> tuple[GrantState, bool]:
         """A correction after the fact (A1): `amount` more used on the grant (a charge reconciled later),
         or less (a refund, down to nothing used). It may take the grant below its floor: its overdraft
-        limit then grows to the debt, so nothing new is charged to it until the debt is paid. A negative
-        top-up of a wallet with a settlement rule is then paid from the initial balance (QC7)."""
+        limit then grows to the debt, so nothing new is charged to it, and shrinks back as the debt is paid
+        (a refund, a settlement, the next top-up of the bucket). A negative top-up of a wallet with a
+        settlement rule is then paid from the initial balance (QC7)."""
         v.ident("account_id", account_id)
         v.ident("grant_id", grant_id)
         v.idempotency_key(idempotency_key)
@@ -180,22 +237,20 @@ class Admin:
                 raise InvalidArgument("amount", f"a refund cannot exceed what the grant has used ({row['used']})")
             left = row["granted"] - row["used"] - amount - row["held"]
             attrs: dict[str, object] = {"reason": reason}
-            if left < -row["overdraft_limit"]:
-                await conn.execute(Q["set_overdraft"], grant_id, account_id, -left)
+            if left < -row["overdraft_limit"]:  # a debt: the floor opens to it (debt_overdraft records how far)
+                await conn.execute(Q["open_debt_floor"], grant_id, account_id, -left)
                 attrs["overdraft_limit"] = {"from": row["overdraft_limit"], "to": -left}
             await conn.execute(Q["move_used"], grant_id, account_id, amount)
+            # a refund of a debt narrows the floor again: what is paid is no room to spend
+            await conn.execute(Q["floor_follows_debt"], grant_id, account_id)
             await conn.execute(Q["insert_entry"], account_id, "adjustment", grant_id, row["bucket"], 0, amount,
                                idempotency_key, abs(amount), now, attrs)
-            if sub is not None and await settle_negative(conn, sub, self.catalogues, row["bucket"], now):
-                # what the settlement paid is no room to spend: the floor follows the debt that is left
-                after = await conn.fetchrow(Q["get_grant"], grant_id, account_id)
-                floor = max(row["overdraft_limit"], after["used"] + after["held"] - after["granted"])
-                if floor < after["overdraft_limit"]:
-                    await conn.execute(Q["set_overdraft"], grant_id, account_id, floor)
+            if sub is not None:  # QC7: the settlement rule pays at once what it can (its floor follows)
+                await settle_negative(conn, sub, self.catalogues, row["bucket"], now)
             return grant_id
 
         _, replayed = await self._admin(account_id, idempotency_key, "adjust",
-                                        canonical_hash("adjust", grant_id, amount, reason), now, body)
+                                        request_fingerprint("adjust", grant_id, amount, reason), now, body)
         row = await self.ledger._call(lambda c: c.fetchrow(Q["get_grant"], grant_id, account_id))
         return _grant_state(row), replayed
 
@@ -216,7 +271,7 @@ class Admin:
             return owner_id
 
         _, replayed = await self._admin(account_id, idempotency_key, "change_owner",
-                                        canonical_hash("change_owner", owner_id), now, body)
+                                        request_fingerprint("change_owner", owner_id), now, body)
         row = await self.ledger._call(lambda c: c.fetchrow(Q["get_account"], account_id))
         return _account_info(row, replayed)
 

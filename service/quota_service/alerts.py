@@ -1,6 +1,16 @@
 """Alert events (QA6, FB4) for WatchAlerts: stored by Postgres in the transaction of the charge
-that crossed them (migration 008), once per cycle; a stream reads what is after its cursor, then
-waits for Postgres's NOTIFY (or, should the listening connection be lost, a short poll)."""
+that crossed them (migration 008), once per cycle.
+
+One reader per replica (the hub) serves every stream of the replica: one LISTEN connection, and on
+each NOTIFY (or every POLL_S, should a notification be lost) one query for the events after the
+last one it read, fanned out to the streams they belong to. An idle stream costs Postgres nothing.
+A new stream first reads its own backlog (the events after its `after_event_id` up to where the
+hub was when it joined), then takes the hub's events, so it sees each event once, in order.
+
+Each stream buffers at most `queue_max` events (N10): a stream whose caller reads slower than events
+arrive is ended with RESOURCE_EXHAUSTED after the events it holds, and resumes by reconnecting with
+the last event_id it saw.
+"""
 
 from __future__ import annotations
 
@@ -8,60 +18,153 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 from quota.v1 import quota_pb2 as pb
 
+from quota_service.api.overload import ResourceExhausted
 from quota_service.domain import validation as v
-from quota_service.errors import InvalidArgument
+from quota_service.errors import InvalidArgument, StorageError, Unavailable
+from quota_service.periodic import cancel_and_wait
 from quota_service.storage.postgres import PostgresLedger
 
 log = logging.getLogger(__name__)
 CHANNEL = "quota_alerts"
 PAGE = 500
-POLL_S = 2.0  # how long a stream waits for a NOTIFY before it looks anyway
+POLL_S = 2.0  # how long the hub waits for a NOTIFY before it looks anyway
 
-_AFTER = """
-SELECT event_id, account_id, meter, threshold_pct_left, cycle_start_ms,
+_COLUMNS = """SELECT event_id, account_id, org_id, meter, threshold_pct_left, cycle_start_ms,
        (extract(epoch FROM occurred_at) * 1000)::bigint AS at_ms, idempotency_key
-  FROM alert_events
- WHERE {where} AND event_id > $2
- ORDER BY event_id LIMIT $3"""
+  FROM alert_events"""
+# a stream's backlog: its events in (after, upto]
+_BACKLOG = _COLUMNS + " WHERE {where} AND event_id > $2 AND event_id <= $3 ORDER BY event_id LIMIT $4"
+# the hub: every event after its cursor
+_NEW = _COLUMNS + " WHERE event_id > $1 ORDER BY event_id LIMIT $2"
+_LAST = "SELECT COALESCE(max(event_id), 0) FROM alert_events"
 
 
-async def _fetch(sql: str, key: str, after: int, conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(sql, key, after, PAGE)
+class _Stream:
+    """One WatchAlerts stream: what it matches and the events the hub gave it."""
+
+    def __init__(self, column: str, key: str, queue_max: int) -> None:
+        self.column = column  # "account_id" or "org_id"
+        self.key = key
+        self.queue_max = queue_max
+        self.events: deque[asyncpg.Record] = deque()
+        self.cut = False  # fell queue_max events behind
+        self.closed = False  # the server is stopping
+        self.wake = asyncio.Event()
+
+    def offer(self, row: asyncpg.Record) -> bool:
+        """Buffer `row` (one of this stream's); False once the stream has fallen too far behind."""
+        if len(self.events) >= self.queue_max:
+            self.cut = True
+            self.wake.set()
+            return False
+        self.events.append(row)
+        self.wake.set()
+        return True
+
+
+def _event(r: asyncpg.Record) -> pb.AlertEvent:
+    return pb.AlertEvent(event_id=r["event_id"], account_id=r["account_id"], meter=r["meter"],
+                         threshold_pct_left=r["threshold_pct_left"], cycle_start_ms=r["cycle_start_ms"],
+                         occurred_at_ms=r["at_ms"], idempotency_key=r["idempotency_key"])
+
+
+async def _fetch(sql: str, args: tuple[Any, ...], conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
     return rows
 
 
 class AlertFeed:
-    def __init__(self, ledger: PostgresLedger, dsn: str) -> None:
+    def __init__(self, ledger: PostgresLedger, dsn: str, *, queue_max: int = 1000) -> None:
         self.ledger = ledger
         self.dsn = dsn
-        self._changed = asyncio.Condition()
+        self.queue_max = queue_max
+        self.poll_s = POLL_S
+        self._streams: dict[tuple[str, str], set[_Stream]] = {}  # by (column, key) they follow
+        self._cursor = 0  # the last event the hub has handed out
+        self._hub: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def streams(self) -> int:
+        """How many streams the hub serves."""
+        return sum(len(s) for s in self._streams.values())
+
+    def _add(self, stream: _Stream) -> None:
+        self._streams.setdefault((stream.column, stream.key), set()).add(stream)
+
+    def _drop(self, stream: _Stream) -> None:
+        followers = self._streams.get((stream.column, stream.key))
+        if followers is not None:
+            followers.discard(stream)
+            if not followers:
+                del self._streams[(stream.column, stream.key)]
+
     async def _listen(self) -> None:
-        """One LISTEN connection per server, opened by the first stream; reopened when lost."""
-        async with self._lock:
-            if self._listener is not None and not self._listener.is_closed():
-                return
-            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncio.TimeoutError):
-                conn = await asyncpg.connect(self.dsn, timeout=self.ledger.timeout_s)
-                await conn.add_listener(CHANNEL, self._notified)
-                self._listener = conn
+        """The hub's LISTEN connection; reopened when lost (meanwhile the hub polls)."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            conn = await asyncpg.connect(self.dsn, timeout=self.ledger.timeout_s)
+            await conn.add_listener(CHANNEL, self._notified)
+            self._listener = conn
 
     def _notified(self, *_: Any) -> None:
-        asyncio.get_running_loop().create_task(self._wake())
+        self._wake.set()
 
-    async def _wake(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    async def _join(self, stream: _Stream) -> int:
+        """Register `stream` with the hub (starting it if needed); returns the hub's cursor: the
+        stream's backlog ends there, and the hub hands it every later event."""
+        async with self._lock:
+            if self._hub is None or self._hub.done():
+                self._cursor = int(await self.ledger._call(lambda c: c.fetchval(_LAST)))
+                await self._listen()
+                self._hub = asyncio.create_task(self._run(), name="alert-hub")
+            self._add(stream)
+            return self._cursor
+
+    async def _run(self) -> None:
+        while self._streams:
+            self._wake.clear()
+            try:
+                await self._listen()
+                await self._read_new()
+            except StorageError as exc:
+                log.warning("alert hub: %s", exc)
+            except Exception:
+                log.exception("alert hub pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+
+    async def _read_new(self) -> None:
+        while self._streams:
+            rows = await self.ledger._call(functools.partial(_fetch, _NEW, (self._cursor, PAGE)))
+            for r in rows:
+                self._cursor = r["event_id"]
+                for key in (("account_id", r["account_id"]), ("org_id", r["org_id"])):
+                    for stream in list(self._streams.get(key, ())):
+                        if not stream.offer(r):
+                            self._drop(stream)
+            if len(rows) < PAGE:
+                return
 
     async def close(self) -> None:
+        for followers in self._streams.values():
+            for stream in followers:
+                stream.closed = True
+                stream.wake.set()
+        self._streams.clear()
+        if self._hub is not None:
+            await cancel_and_wait(self._hub)
+            self._hub = None
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close(timeout=self.ledger.timeout_s)
@@ -71,25 +174,46 @@ class AlertFeed:
         if bool(req.account_id) == bool(req.org_id):
             raise InvalidArgument("account_id", "set exactly one of account_id or org_id")
         if req.account_id:
-            key, where = v.ident("account_id", req.account_id), "account_id = $1"
+            column, key = "account_id", v.ident("account_id", req.account_id)
         else:
-            key, where = v.ident("org_id", req.org_id), "org_id = $1"
+            column, key = "org_id", v.ident("org_id", req.org_id)
         if req.after_event_id < 0:
             raise InvalidArgument("after_event_id", "must be 0 or an event_id")
-        sql = _AFTER.format(where=where)
-        cursor = req.after_event_id
-        while True:
-            await self._listen()
-            async with self._changed:
-                # read under the condition: a NOTIFY that arrives while reading wakes the wait below
-                rows = await self.ledger._call(functools.partial(_fetch, sql, key, cursor))
-                if not rows:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), POLL_S)
-                    continue
-            for r in rows:
-                cursor = r["event_id"]
-                yield pb.AlertEvent(event_id=r["event_id"], account_id=r["account_id"], meter=r["meter"],
-                                    threshold_pct_left=r["threshold_pct_left"], cycle_start_ms=r["cycle_start_ms"],
-                                    occurred_at_ms=r["at_ms"], idempotency_key=r["idempotency_key"])
+        stream = _Stream(column, key, self.queue_max)
+        upto = await self._join(stream)
+        try:
+            last = req.after_event_id
+            async for event in self._backlog(column, key, last, upto):
+                last = event.event_id
+                yield event
+            async for event in self._live(stream, last):
+                yield event
+        finally:
+            self._drop(stream)
 
+    async def _backlog(self, column: str, key: str, after: int, upto: int) -> AsyncIterator[pb.AlertEvent]:
+        sql = _BACKLOG.format(where=f"{column} = $1")
+        while after < upto:
+            rows = await self.ledger._call(functools.partial(_fetch, sql, (key, after, upto, PAGE)))
+            for r in rows:
+                after = r["event_id"]
+                yield _event(r)
+            if len(rows) < PAGE:
+                return
+
+    async def _live(self, stream: _Stream, last: int) -> AsyncIterator[pb.AlertEvent]:
+        while True:
+            while stream.events:
+                r = stream.events.popleft()
+                if r["event_id"] > last:
+                    last = r["event_id"]
+                    yield _event(r)
+            if stream.closed:
+                raise Unavailable("the server is stopping: reconnect with after_event_id="
+                                  f"{last} to resume")
+            if stream.cut:
+                raise ResourceExhausted(f"the stream fell {self.queue_max} events behind: reconnect with "
+                                        f"after_event_id={last} to resume")
+            stream.wake.clear()
+            if not stream.events and not stream.cut and not stream.closed:
+                await stream.wake.wait()

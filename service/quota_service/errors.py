@@ -31,8 +31,16 @@ class FailedPrecondition(QuotaError):
 class IdempotencyMismatch(QuotaError):
     """The idempotency key was used before with different parameters."""
 
-    def __init__(self, key: str) -> None:
-        super().__init__(f"idempotency_key: {key!r} was already used with different parameters")
+    def __init__(self, key: str, *, first_kind: str = "", fields: tuple[str, ...] = ()) -> None:
+        # name what differs when it is known: the first request's kind, or its differing parameters
+        if first_kind:
+            how = f"for a {first_kind} request"
+        elif fields:
+            how = (f"with different parameters: {', '.join(fields)} "
+                   f"{'differs' if len(fields) == 1 else 'differ'} from the first request")
+        else:
+            how = "with different parameters"
+        super().__init__(f"idempotency_key: {key!r} was already used {how}")
 
 
 class DeadlineExceeded(QuotaError):

@@ -10,15 +10,16 @@ Redis can cost a retry but never an over-grant (N1).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
-from quota_service import telemetry
+from quota_service import deadline, telemetry
 from quota_service.domain import validation as v
 from quota_service.domain.clock import Clock
 from quota_service.domain.entries import entry as ledger_entry
@@ -27,12 +28,13 @@ from quota_service.domain.model import (
     Decision,
     GrantState,
     bucket_totals,
-    canonical_hash,
     decision_from_script,
+    idempotency_mismatch,
+    request_fingerprint,
+    same_request,
 )
 from quota_service.errors import (
     FailedPrecondition,
-    IdempotencyMismatch,
     InvalidArgument,
     NotFound,
     QuotaError,
@@ -46,6 +48,7 @@ from quota_service.storage.postgres import ApplyResult, PostgresLedger
 from quota_service.storage.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 ATTEMPTS = 4  # decisions tried per call before answering UNAVAILABLE (each after a rebuild)
 
 
@@ -64,6 +67,23 @@ class ReserveRequest:
     attributes: dict[str, str]
     request_hash: str
     feature: str = ""
+
+
+async def _by_deadline(fut: Awaitable[T], margin_ms: int,
+                       what: str = "the ledger could not confirm the write before the call's deadline") -> T:
+    """`fut`'s result, or Unavailable if it is not there `margin_ms` before the current call's deadline
+    (H7: a stalled backend is UNAVAILABLE, which the client retries; DEADLINE_EXCEEDED is not)."""
+    at = deadline.current.get()
+    if at is None:
+        return await fut
+    limit = asyncio.timeout_at(at - margin_ms / 1000)  # no task of its own: cheap on the hot path
+    try:
+        async with limit:
+            return await fut
+    except TimeoutError:
+        if limit.expired():
+            raise Unavailable(f"{what}; retry with the same idempotency key") from None
+        raise
 
 
 class Rebuilder:
@@ -203,8 +223,11 @@ class HotPath:
         fut: asyncio.Future[Decision | BaseException] = asyncio.get_running_loop().create_future()
         self._coalesce.put_nowait((req, fut))
         if self._coalescer is None or self._coalescer.done():
-            self._coalescer = asyncio.create_task(self._drain())
-        res = await asyncio.shield(fut)
+            # the group serves many callers: no one caller's deadline applies to it (each waits up to its own)
+            ctx = contextvars.copy_context()
+            ctx.run(deadline.current.set, None)
+            self._coalescer = asyncio.create_task(self._drain(), context=ctx)
+        res = await _by_deadline(asyncio.shield(fut), self.settings.deadline_margin_ms)
         if isinstance(res, BaseException):
             raise res
         return res
@@ -248,7 +271,7 @@ class HotPath:
                 raise InvalidArgument("dedup_window_s", f"must be between 1 and {v.MAX_DEDUP_WINDOW_S} with dedup_key")
         elif dedup_window_s:
             raise InvalidArgument("dedup_window_s", "is only allowed with dedup_key")
-        request_hash = canonical_hash(mode, meter, amount, ttl_ms, dedup_key, dedup_window_s, attrs, feature)
+        request_hash = request_fingerprint(mode, meter, amount, ttl_ms, dedup_key, dedup_window_s, attrs, feature)
         return ReserveRequest(account_id, meter, amount, idempotency_key, mode, ttl_ms, dedup_key,
                               dedup_window_s, attrs, request_hash, feature)
 
@@ -356,7 +379,7 @@ class HotPath:
                 d = recorded or decision_from_script(a)
             else:
                 with telemetry.client_span("postgresql", "group_commit"):
-                    result = await self.committer.submit(self._reserve_entry(r, a, json.dumps(a), now))
+                    result = await self._committed(self._reserve_entry(r, a, json.dumps(a), now))
                 settled = await self._settle(r.account_id, r.key, r.request_hash, a, result)
                 if settled is None:
                     return await self._reserve(r, held=held)  # refused by the ledger: decided again after a rebuild
@@ -381,8 +404,8 @@ class HotPath:
                     continue
                 head = first[(account_id, r.key)]
                 twin = done[id(head)]
-                if head.request_hash != r.request_hash:
-                    res.append(IdempotencyMismatch(r.key))
+                if not same_request(head.request_hash, r.request_hash):
+                    res.append(idempotency_mismatch(r.key, r.request_hash, head.request_hash))
                 else:
                     res.append(replace(twin, replayed=True) if isinstance(twin, Decision) else twin)
             out[account_id] = res
@@ -413,7 +436,9 @@ class HotPath:
                 if not bucket or g["b"] == bucket
             ]
             grants.sort(key=lambda g: (g.bucket, g.priority, g.expires_at_ms or 2**62, g.grant_id))
-            return BalanceView(account_id, raw["st"], grants, now, bucket_totals(grants, now))
+            # every meter and wallet of the account, zeros included (R1, FB8)
+            known = [b for b in raw.get("k") or [] if not bucket or b == bucket]
+            return BalanceView(account_id, raw["st"], grants, now, bucket_totals(grants, now, known))
         raise Unavailable("the account's state kept changing; retry")
 
     # -- internals ----------------------------------------------------------------------------
@@ -423,7 +448,7 @@ class HotPath:
         v.ident("account_id", account_id)
         v.ident("reservation_id", reservation_id)
         v.idempotency_key(idempotency_key)
-        request_hash = canonical_hash(op, reservation_id, actual)
+        request_hash = request_fingerprint(op, reservation_id, actual)
 
         async def decide() -> tuple[dict[str, Any], str]:
             raw = await self.store.resolve(
@@ -468,13 +493,17 @@ class HotPath:
         slot = (account_id, key)
         current = self._inflight.get(slot)
         if current is not None:
-            if current[0] != request_hash:
-                raise IdempotencyMismatch(key)
-            return replace(await asyncio.shield(current[1]), replayed=True)
+            if not same_request(current[0], request_hash):
+                raise idempotency_mismatch(key, request_hash, current[0])
+            return replace(await _by_deadline(asyncio.shield(current[1]), self.settings.deadline_margin_ms),
+                           replayed=True)
         fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._inflight[slot] = (request_hash, fut)
         try:
-            result = await run()
+            # whatever the backends wait on (a rebuild, the ledger's record of the key, the commit), the
+            # caller hears UNAVAILABLE before its deadline; the ledger commit's own limit comes first
+            result = await _by_deadline(run(), self.settings.deadline_margin_ms // 2,
+                                        "the backends did not answer before the call's deadline")
             fut.set_result(result)
             return result
         except BaseException as exc:
@@ -507,12 +536,12 @@ class HotPath:
                 await self.rebuilder.rebuild(account_id, lost=err == "NOT_LOADED")
                 continue
             if err == "IDEM_MISMATCH":
-                raise IdempotencyMismatch(key)
+                raise idempotency_mismatch(key, request_hash, raw.get("h", ""))
             if err == "IN_PROGRESS":
                 return await self._in_progress(account_id, key, request_hash)
             if "rp" in raw:
-                if raw.get("h", request_hash) != request_hash:
-                    raise IdempotencyMismatch(key)
+                if not same_request(raw.get("h", request_hash), request_hash):
+                    raise idempotency_mismatch(key, request_hash, raw["h"])
                 first = json.loads(raw["rp"])
                 if first.get("chk"):
                     return await self._recorded(account_id, key, request_hash) or decision_from_script(first, replayed=True)
@@ -525,11 +554,18 @@ class HotPath:
             # the RPC waits here for its batch; the batch itself is the writer's "quota_apply" span. If the
             # batch fails, the committer drops the accounts' Redis state (see forget), waiter or not.
             with telemetry.client_span("postgresql", "group_commit"):
-                result = await self.committer.submit(to_entry(raw, answer_json, now))
+                result = await self._committed(to_entry(raw, answer_json, now))
             outcome = await self._settle(account_id, key, request_hash, raw, result)
             if outcome is not None:
                 return outcome
         raise Unavailable("the account's state kept changing; retry with the same idempotency key")
+
+    async def _committed(self, entry: dict[str, Any]) -> ApplyResult:
+        """Send an entry to the ledger and wait for its batch, at most until shortly before the caller's
+        deadline: then the answer is UNAVAILABLE (the caller retries with the same key and gets the
+        outcome), not DEADLINE_EXCEEDED. The entry's batch goes on either way; its outcome is confirmed
+        in Redis, or the account's state is dropped, as for any batch."""
+        return await _by_deadline(asyncio.shield(self.committer.enqueue(entry)), self.settings.deadline_margin_ms)
 
     async def _settle(self, account_id: str, key: str, request_hash: str, raw: dict[str, Any],
                       result: ApplyResult) -> Decision | None:
@@ -539,8 +575,8 @@ class HotPath:
         # Redis applied something Postgres refused: rebuild before anything else is decided
         await self.rebuilder.rebuild(account_id, stale_epoch=int(raw["ep"]))
         if result.status == "dup":
-            if result.request_hash != request_hash:
-                raise IdempotencyMismatch(key)
+            if not same_request(result.request_hash or "", request_hash):
+                raise idempotency_mismatch(key, request_hash, result.request_hash or "")
             assert result.response is not None
             return decision_from_script(json.loads(result.response), replayed=True)
         telemetry.record_refusal(result.status)
@@ -552,16 +588,16 @@ class HotPath:
         op = await self.ledger.operation(account_id, key)
         if op is None:
             return None
-        if op["request_hash"] != request_hash:
-            raise IdempotencyMismatch(key)
+        if not same_request(op["request_hash"], request_hash):
+            raise idempotency_mismatch(key, request_hash, op["request_hash"])
         return decision_from_script(json.loads(op["response"]), replayed=True)
 
     async def _in_progress(self, account_id: str, key: str, request_hash: str) -> Decision:
         """Another process is committing this key: answer from Postgres if it already has it."""
         op = await self.ledger.operation(account_id, key)
         if op is not None:
-            if op["request_hash"] != request_hash:
-                raise IdempotencyMismatch(key)
+            if not same_request(op["request_hash"], request_hash):
+                raise idempotency_mismatch(key, request_hash, op["request_hash"])
             return decision_from_script(json.loads(op["response"]), replayed=True)
         raise Unavailable("an earlier call with this idempotency key is still being committed; retry")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 
 import grpc
 from grpc import aio
@@ -19,11 +20,13 @@ from quota_service.api.interceptors import ServiceInterceptor
 from quota_service.api.overload import Budgets
 from quota_service.api.servicer import QuotaServicer
 from quota_service.catalogue import CatalogueError, CatalogueSet
+from quota_service.clocksync import ClockSync
 from quota_service.cycler import Cycler
-from quota_service.domain.clock import Clock, SystemClock
+from quota_service.domain.clock import Clock, FleetClock, SystemClock
 from quota_service.errors import SettingsError
 from quota_service.hotpath import HotPath, Rebuilder
-from quota_service.reports import AccountReports, UsageReports
+from quota_service.reports import AccountReports, UsageReports, cursor
+from quota_service.retention import RetentionCleaner
 from quota_service.settings import Settings
 from quota_service.storage import redis_store
 from quota_service.storage.group_commit import GroupCommitter
@@ -44,12 +47,17 @@ LIVENESS = "process"
 class QuotaServer:
     """Owns the backends' clients, the ledger writers, the sweeper and the gRPC server."""
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, wall_clock: Clock | None = None) -> None:
+        """clock: what decisions are based on; wall_clock: the host clock it follows, against which
+        the offset from Redis's time is measured (default: the system clock; tests skew both)."""
         self.settings = settings
-        self.clock = clock or SystemClock()
+        self.clock = clock or SystemClock()  # the local clock (tests inject a ManualClock)
+        # what every component decides with: the local clock corrected to Redis's time (N9)
+        self.time = FleetClock(self.clock, wall=wall_clock, max_offset_ms=settings.max_clock_offset_ms)
         self.port = 0
         self._health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
+        self._rechecks: set[asyncio.Task[None]] = set()
         self._failures = {"redis": 0, "postgres": 0}
 
     async def start(self) -> int:
@@ -64,35 +72,40 @@ class QuotaServer:
         keys = Keys(s.key_prefix)
         self.store = RedisStore(redis_store.connect(s.redis_url, timeout_s=timeout_s, cluster=s.redis_cluster,
                                                     max_connections=s.redis_max_connections), keys)
-        self.rebuilder = Rebuilder(self.store, self.ledger, keys, self.clock)
+        self.rebuilder = Rebuilder(self.store, self.ledger, keys, self.time)
         # after a batch: confirm its mutations in Redis, or drop the accounts' state if its fate is unknown
         self.committer = GroupCommitter(self.ledger.apply, writers=s.ledger_writers, batch_max=s.batch_max,
                                         timeout_s=s.commit_timeout_ms / 1000,
                                         after_commit=lambda entries: self.hot.confirm(entries),
-                                        after_failure=lambda entries: self.hot.forget(entries))
-        self.hot = HotPath(self.store, self.ledger, self.committer, self.rebuilder, self.clock, s)
-        self.admin = Admin(self.ledger, self.rebuilder, self.clock, self.catalogues)
-        self.subscriptions = Subscriptions(self.ledger, self.rebuilder, self.clock, self.catalogues)
+                                        after_failure=lambda entries: self.hot.forget(entries),
+                                        on_health=self._recheck_health)
+        self.hot = HotPath(self.store, self.ledger, self.committer, self.rebuilder, self.time, s)
+        self.admin = Admin(self.ledger, self.rebuilder, self.time, self.catalogues)
+        self.subscriptions = Subscriptions(self.ledger, self.rebuilder, self.time, self.catalogues)
         self.hot.auto_top_up = self.subscriptions.auto_top_up  # TA9
-        self.sweeper = Sweeper(self.ledger, self.store, self.clock, s.sweep_interval_ms / 1000)
-        self.cycler = Cycler(self.ledger, self.rebuilder, self.clock, self.catalogues, s.sweep_interval_ms / 1000)
+        self.sweeper = Sweeper(self.ledger, self.store, self.time, s.sweep_interval_ms / 1000)
+        self.cycler = Cycler(self.ledger, self.rebuilder, self.time, self.catalogues, s.sweep_interval_ms / 1000)
         self.hot.roll_due = self.cycler.roll_account  # a request at a cycle end need not wait for the cycler
 
-        self.alerts = AlertFeed(self.ledger, s.postgres_dsn)
-        self.keys = auth.KeyStore(self.ledger, s.auth_cache_s) if s.auth else None
+        self.alerts = AlertFeed(self.ledger, s.postgres_dsn, queue_max=s.watch_queue_max)
+        self.retention = RetentionCleaner(self.ledger, self.time, s)
+        tokens = cursor.PageTokens(await self.ledger._call(lambda c: cursor.load_secret(c, s.page_token_secret)))
+        self.keys = auth.KeyStore(self.ledger, s.auth_cache_s, max_entries=s.auth_cache_entries,
+                                  unknown_key_rps=s.unknown_key_rps) if s.auth else None
         self.budgets = Budgets(rate_per_s=s.rate_limit_rps, burst=s.rate_limit_burst or 2 * s.rate_limit_rps,
-                               max_in_flight=s.max_in_flight_per_caller)
+                               max_in_flight=s.max_in_flight_per_caller, max_streams=s.max_streams_per_caller)
         self.server = aio.server(
             interceptors=[ServiceInterceptor(self.keys, self.budgets, require_deadline=s.require_deadline,
                                              max_call_s=s.max_call_ms / 1000)],
+            maximum_concurrent_rpcs=s.max_concurrent_rpcs or None,  # all callers; RESOURCE_EXHAUSTED past it
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", 4 * 1024 * 1024),
                      ("grpc.so_reuseport", 0)],
         )
         quota_pb2_grpc.add_QuotaServiceServicer_to_server(  # type: ignore[no-untyped-call]
             QuotaServicer(self.hot, self.admin, self.keys, self.subscriptions,
-                          UsageReports(self.ledger, self.clock, self.catalogues),
-                          AccountReports(self.ledger, self.clock, self.catalogues), self.alerts), self.server)
+                          UsageReports(self.ledger, self.time, self.catalogues, tokens),
+                          AccountReports(self.ledger, self.time, self.catalogues, tokens), self.alerts), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -103,9 +116,15 @@ class QuotaServer:
         else:
             self.port = self.server.add_insecure_port(address)
         await self.server.start()
+        # N9: measure the host clock against Redis's before serving, then every interval
+        self.clock_sync = ClockSync(self.time, self.store, s.clock_sync_interval_ms / 1000,
+                                    on_change=lambda _trusted: self._check_health())
+        await self.clock_sync.sync_once()
+        self.clock_sync.start()
         await self._check_health(first=True)
         self.sweeper.start()
         self.cycler.start()
+        self.retention.start()
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         log.info("quota service listening on %s:%d", s.host, self.port)
         return self.port
@@ -113,16 +132,38 @@ class QuotaServer:
     async def _check_health(self, *, first: bool = False) -> None:
         # "process": the server itself answers (liveness); the others depend on the backends (readiness)
         await self._set(LIVENESS, True)
-        pings = await asyncio.gather(self.store.ping(), self.ledger.ping())
+        # a ping that has not answered within the interval counts as failed: readiness follows a stalled
+        # backend within about two intervals, not after the driver's timeout
+        limit_s = max(self.settings.health_interval_ms / 1000, 0.2)
+        pings = await asyncio.gather(_within(self.store.ping(), limit_s), _within(self.ledger.ping(), limit_s))
         # one slow ping under load does not make a replica unready: two failures in a row do
         for name, ok in zip(("redis", "postgres"), pings, strict=True):
             self._failures[name] = 0 if ok else self._failures[name] + 1
         allowed = 0 if first else 1  # at start a failure counts at once
         redis_ok, pg_ok = (self._failures[n] <= allowed for n in ("redis", "postgres"))
+        # what the calls see counts at once: a ledger batch waiting on Postgres too long (a failed batch
+        # counts as two failed pings, see _recheck_health; the next good ping clears it)
+        pg_ok = pg_ok and self.committer.stalled_s() < 2 * limit_s
+        clock_ok = self.time.trusted  # N9: a replica whose clock is off the bound does not serve
         await self._set("redis", redis_ok)
         await self._set("postgres", pg_ok)
-        await self._set(SERVICE_NAME, redis_ok and pg_ok)
-        await self._set("", redis_ok and pg_ok)
+        await self._set("clock", clock_ok)
+        await self._set(SERVICE_NAME, redis_ok and pg_ok and clock_ok)
+        await self._set("", redis_ok and pg_ok and clock_ok)
+
+    def _recheck_health(self) -> None:
+        """Update readiness now: a ledger batch failed (Postgres is not ready until a ping answers), or
+        one succeeded again."""
+        if self.committer.failing:
+            self._failures["postgres"] = max(self._failures["postgres"], 2)
+
+        async def check() -> None:
+            with contextlib.suppress(Exception):
+                await self._check_health()
+
+        task = asyncio.create_task(check())
+        self._rechecks.add(task)
+        task.add_done_callback(self._rechecks.discard)
 
     async def _set(self, name: str, ok: bool) -> None:
         result = self._health.set(name, SERVING if ok else NOT_SERVING)
@@ -131,7 +172,7 @@ class QuotaServer:
 
     async def _health_loop(self) -> None:
         while True:
-            await asyncio.sleep(2)
+            await asyncio.sleep(self.settings.health_interval_ms / 1000)
             with contextlib.suppress(Exception):
                 await self._check_health()
 
@@ -141,10 +182,12 @@ class QuotaServer:
         for name in ("", SERVICE_NAME):
             await self._set(name, False)
         await self.server.stop(grace)
-        for t in self._tasks:
+        for t in [*self._tasks, *self._rechecks]:
             t.cancel()
+        await self.clock_sync.stop()
         await self.sweeper.stop()
         await self.cycler.stop()
+        await self.retention.stop()
         await self.committer.close()
         await self.alerts.close()
         await self.store.close()
@@ -165,6 +208,14 @@ class QuotaServer:
             return False
         log.info("catalogues reloaded", extra={"products": {p: c.version for p, c in self.catalogues.catalogues.items()}})
         return True
+
+
+async def _within(ping: Awaitable[bool], limit_s: float) -> bool:
+    """A ping's answer, or False when it takes longer than limit_s."""
+    try:
+        return await asyncio.wait_for(ping, limit_s)
+    except TimeoutError:
+        return False
 
 
 def load_catalogues(directory: str) -> CatalogueSet | None:

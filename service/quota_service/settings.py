@@ -54,32 +54,64 @@ class Settings:
     require_deadline: bool = False  # QUOTA_REQUIRE_DEADLINE: refuse calls that set no deadline (INVALID_ARGUMENT)
     max_call_ms: int = 30_000  # QUOTA_MAX_CALL_MS: no call runs longer than this, whatever deadline it set
     max_in_flight_per_caller: int = 512  # QUOTA_MAX_IN_FLIGHT_PER_CALLER: concurrent calls per caller; 0 = no cap
+    max_streams_per_caller: int = 32  # QUOTA_MAX_STREAMS_PER_CALLER: open streams per caller (apart from calls); 0 = no cap
+    max_concurrent_rpcs: int = 10_000  # QUOTA_MAX_CONCURRENT_RPCS: calls and streams at once, all callers; 0 = no cap
+    auth_cache_entries: int = 50_000  # QUOTA_AUTH_CACHE_ENTRIES: most keys, and most account organizations, cached
+    unknown_key_rps: float = 50.0  # QUOTA_UNKNOWN_KEY_RPS: look-ups of not yet seen API keys per second, all callers
     tls_cert_file: str = ""  # QUOTA_TLS_CERT_FILE: PEM certificate chain; with the key file, serve TLS
     tls_key_file: str = ""  # QUOTA_TLS_KEY_FILE: PEM private key
     tls_client_ca_file: str = ""  # QUOTA_TLS_CLIENT_CA_FILE: PEM CA bundle; set = mutual TLS (client certificates required)
     otlp_endpoint: str = ""  # QUOTA_OTLP_ENDPOINT: OTLP/gRPC collector for traces, e.g. http://otel:4317; empty = no traces
     trace_sample_ratio: float = 1.0  # QUOTA_TRACE_SAMPLE_RATIO: share of root spans kept, 0..1
     metrics_port: int = 0  # QUOTA_METRICS_PORT: Prometheus scrape endpoint (/metrics); 0 = off
+    # QUOTA_MAX_CLOCK_OFFSET_MS: every replica decides with Redis's time (TIME), measured against its host
+    # clock every QUOTA_CLOCK_SYNC_INTERVAL_MS; a host clock further off than this stops the replica
+    # from serving (NOT_SERVING, calls UNAVAILABLE) until it is back within the bound
+    max_clock_offset_ms: int = 2_000
+    clock_sync_interval_ms: int = 1_000  # QUOTA_CLOCK_SYNC_INTERVAL_MS
+    # QUOTA_DEADLINE_MARGIN_MS: a call whose ledger commit is not confirmed this long before the caller's
+    # deadline answers UNAVAILABLE (retry with the same key) rather than DEADLINE_EXCEEDED
+    deadline_margin_ms: int = 50
+    health_interval_ms: int = 500  # QUOTA_HEALTH_INTERVAL_MS: how often readiness pings Redis and Postgres
+    # QUOTA_PAGE_TOKEN_SECRET: signs page tokens (at least 32 characters, the same on every replica);
+    # empty = a random secret made once and kept in Postgres
+    page_token_secret: str = ""
+    retention_interval_ms: int = 60_000  # QUOTA_RETENTION_INTERVAL_MS: how often the retention cleaner runs
+    retention_batch: int = 1_000  # QUOTA_RETENTION_BATCH: rows deleted per transaction
+    operation_retention_days: int = 30  # QUOTA_OPERATION_RETENTION_DAYS: idempotency answers kept in Postgres
+    hold_retention_days: int = 30  # QUOTA_HOLD_RETENTION_DAYS: closed holds kept after they closed
+    alert_retention_days: int = 90  # QUOTA_ALERT_RETENTION_DAYS: alert events of ended cycles kept
+    watch_queue_max: int = 1_000  # QUOTA_WATCH_QUEUE_MAX: events buffered per WatchAlerts stream before it is cut off
 
     def __post_init__(self) -> None:
         positive = ("hold_ttl_ms", "max_hold_ttl_ms", "idempotency_ttl_ms", "pending_grace_ms",
                     "commit_timeout_ms", "batch_max", "ledger_writers", "pg_pool_size",
-                    "sweep_interval_ms", "backend_timeout_ms", "max_call_ms", "redis_max_connections")
+                    "sweep_interval_ms", "backend_timeout_ms", "max_call_ms", "redis_max_connections",
+                    "retention_interval_ms", "retention_batch", "operation_retention_days",
+                    "hold_retention_days", "alert_retention_days", "watch_queue_max",
+                    "max_clock_offset_ms", "clock_sync_interval_ms", "deadline_margin_ms", "health_interval_ms")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"QUOTA_{name.upper()} must be greater than 0")
         for name in ("port", "metrics_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise SettingsError(f"QUOTA_{name.upper()} must be between 0 and 65535")
-        for name in ("auth_cache_s", "rate_limit_rps", "rate_limit_burst", "max_in_flight_per_caller"):
+        for name in ("auth_cache_s", "rate_limit_rps", "rate_limit_burst", "max_in_flight_per_caller",
+                     "max_streams_per_caller", "unknown_key_rps", "max_concurrent_rpcs"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"QUOTA_{name.upper()} must not be negative")
+        if self.auth_cache_entries <= 0:
+            raise SettingsError("QUOTA_AUTH_CACHE_ENTRIES must be greater than 0")
         if not 0 <= self.trace_sample_ratio <= 1:
             raise SettingsError("QUOTA_TRACE_SAMPLE_RATIO must be between 0 and 1")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise SettingsError("QUOTA_TLS_CERT_FILE and QUOTA_TLS_KEY_FILE go together")
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise SettingsError("QUOTA_TLS_CLIENT_CA_FILE needs QUOTA_TLS_CERT_FILE and QUOTA_TLS_KEY_FILE")
+        if self.page_token_secret and len(self.page_token_secret) < 32:
+            raise SettingsError("QUOTA_PAGE_TOKEN_SECRET must have at least 32 characters")
+        if self.operation_retention_days * 86_400_000 < self.idempotency_ttl_ms:
+            raise SettingsError("QUOTA_OPERATION_RETENTION_DAYS must cover QUOTA_IDEMPOTENCY_TTL_MS")
         if self.hold_ttl_ms > self.max_hold_ttl_ms:
             raise SettingsError("QUOTA_HOLD_TTL_MS must not exceed QUOTA_MAX_HOLD_TTL_MS")
         if self.pending_grace_ms <= self.commit_timeout_ms:

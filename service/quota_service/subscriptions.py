@@ -36,17 +36,19 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+from cachetools import LRUCache
 
 from quota_service.catalogue import Catalogue, CatalogueSet, Plan
 from quota_service.domain import cycles
 from quota_service.domain import validation as v
 from quota_service.domain.clock import Clock
-from quota_service.domain.model import MeterPolicy, canonical_hash
+from quota_service.domain.model import MeterPolicy, request_fingerprint
 from quota_service.errors import FailedPrecondition, IdempotencyMismatch, InvalidArgument, NotFound
 from quota_service.hotpath import Rebuilder
 from quota_service.storage.postgres import PostgresLedger, Q
 
 log = logging.getLogger(__name__)
+AUTO_SPENT_ENTRIES = 100_000  # accounts remembered as having spent their automatic top-ups this cycle
 MAX_PACKS = 1000  # most packs of one kind bought with a subscription
 MAX_EXTENSION_DAYS = 366
 TRIAL = "trial"  # the interval of a trial subscription: one period, until it ends or the account subscribes
@@ -126,8 +128,12 @@ def policy_of(plan: Plan, meter: str, interval: str, catalogue: Catalogue | None
                                  spec.overage.category_attribute)
         currency = spec.overage.currency
     by_feature = tuple(sorted(spec.exhausted_action_by_feature.items()))
+    notify: dict[int, set[str]] = defaultdict(set)  # the delivery channels of each threshold (catalogue notify)
+    for alert in spec.alerts:
+        notify[alert.pct_left].update(alert.notify)
     return MeterPolicy(meter, price, currency, spec.exhausted_action, spec.alert_pct_left, features, denial, unique,
-                       by_feature, slice_s=slice_s, price_table=table)
+                       by_feature, slice_s=slice_s, price_table=table,
+                       alert_notify=tuple((pct, tuple(sorted(ch))) for pct, ch in sorted(notify.items()) if ch))
 
 
 def price_table_json(catalogue: Catalogue, name: str, category: str | None,
@@ -257,7 +263,8 @@ def _first_cycle(plan: Plan, iv: str, starts_ms: int, tz: str) -> cycles.Cycle:
 
 
 def _check_packs(cat: Catalogue, product: str, plan: str, iv: str, packs: Mapping[str, int] | None) -> dict[str, int]:
-    """The packs bought with a plan, validated; sorted by name."""
+    """The packs bought with a plan, validated; sorted by name. A quantity of 0 means none of that
+    pack (ChangePlan: remove it, from the cycle end as any reduction, FB6)."""
     bought = dict(sorted((packs or {}).items()))
     for name, qty in bought.items():
         field = f"packs[{name!r}]"
@@ -266,11 +273,50 @@ def _check_packs(cat: Catalogue, product: str, plan: str, iv: str, packs: Mappin
             raise InvalidArgument(field, f"product {product!r} has no pack {name!r}")
         if pack.plans and plan not in pack.plans:
             raise InvalidArgument(field, f"is not sold on plan {plan!r}")
-        if not 1 <= qty <= MAX_PACKS:
-            raise InvalidArgument(field, f"quantity must be 1..{MAX_PACKS}")
+        if not 0 <= qty <= MAX_PACKS:
+            raise InvalidArgument(field, f"quantity must be 0..{MAX_PACKS} (0 removes the pack)")
         if iv not in pack.amount or qty * (pack.amount[iv] + pack.overdraft_limit) > v.MAX_GRANT:
             raise InvalidArgument(field, f"cannot be bought {qty} times on interval {iv!r}")
-    return bought
+    return {name: qty for name, qty in bought.items() if qty}
+
+
+async def _first_packs(conn: asyncpg.Connection, account_id: str, cat: Catalogue, bought: Mapping[str, int],
+                       c0: cycles.Cycle, now: int, base: Mapping[str, Any], key: str) -> None:
+    """The packs bought with a new subscription, granted to its first cycle."""
+    iv = base["interval"]
+    for name, qty in bought.items():
+        pack = cat.packs[name]
+        amount = qty * pack.amount[iv]
+        item = f"pack:{name}"
+        gid = f"{account_id}/{item}/0"
+        await _grant(conn, gid, account_id, pack.meter, pack.source, pack.label, pack.priority, c0.start_ms,
+                     c0.end_ms, amount, overdraft=qty * pack.overdraft_limit, item=item, cycle_no=0)
+        await _entry(conn, account_id, "cycle_grant", gid, pack.meter, now, d_granted=amount, amount=amount,
+                     attrs={**base, "item": item, "quantity": qty}, key=key)
+
+
+async def _one_time_grants(conn: asyncpg.Connection, account_id: str, p: Plan, bought: Mapping[str, int],
+                           starts: int, now: int, base: Mapping[str, Any], key: str) -> None:
+    """A new subscription's one-time grants (`base`: the subscription's attributes for the ledger)."""
+    product, plan = base["product"], base["plan"]
+    for o in p.one_time_grants:
+        item = f"once:{o.id}"
+        # once per account: the id does not depend on the plan, so another plan of the product
+        # finds it taken; once per subscription: a new subscription would have a new start
+        gid = (f"{account_id}/{product}/{item}" if o.once_per == "account"
+               else f"{account_id}/{product}/{item}/{plan}@{starts}")
+        if set(o.forfeit_when_purchased) & set(bought):
+            # bought together with a pack that forfeits it (FB3): nothing is granted, and the offer is
+            # used up (an empty grant, already ended, keeps its id taken; it has no ledger line)
+            await _grant(conn, gid, account_id, o.bucket, o.source, o.label, o.priority, starts, starts,
+                         0, item=item, cycle_no=None)
+            continue
+        expires = starts + o.valid_days * DAY_MS if o.valid_days else 0
+        if not await _grant(conn, gid, account_id, o.bucket, o.source, o.label, o.priority, starts, expires,
+                            o.amount, item=item, cycle_no=None):
+            continue  # already granted to this account once
+        await _entry(conn, account_id, "grant", gid, o.bucket, now, d_granted=o.amount, amount=o.amount,
+                     attrs={**base, "item": item, "once_per": o.once_per}, key=key)
 
 
 class Subscriptions:
@@ -280,7 +326,9 @@ class Subscriptions:
         self.rebuilder = rebuilder
         self.clock = clock
         self.catalogues = catalogues
-        self._auto_spent: dict[tuple[str, str], int] = {}  # TA9: (account, currency) -> end of a spent cycle
+        # TA9: account -> {currency: end of the cycle whose automatic top-ups are spent}; bounded (N10):
+        # a forgotten entry only costs one query at the next denial
+        self._auto_spent: LRUCache[str, dict[str, int]] = LRUCache(maxsize=AUTO_SPENT_ENTRIES)
 
     def _lookup(self, product: str, plan: str, interval: str) -> tuple[Catalogue, Plan, str]:
         if self.catalogues is None:
@@ -313,7 +361,7 @@ class Subscriptions:
         cat, p, iv = self._lookup(product, plan, interval)
         bought = _check_packs(cat, product, plan, iv, packs)
         now = self.clock.now_ms()
-        request_hash = canonical_hash("subscribe", product, plan, interval, starts_at_ms, bought)
+        request_hash = request_fingerprint("subscribe", product, plan, interval, starts_at_ms, bought)
 
         async def body(conn: asyncpg.Connection) -> str:
             acct = await conn.fetchrow(Q["lock_account"], account_id)
@@ -352,32 +400,8 @@ class Subscriptions:
                              c0.end_ms if t.duration_days else 0, t.total, item=TRIAL, cycle_no=0)
                 await _entry(conn, account_id, "grant", gid, t.meter, now, d_granted=t.total, amount=t.total,
                              attrs={**base, "item": TRIAL}, key=idempotency_key)
-            for name, qty in bought.items():
-                pack = cat.packs[name]
-                amount = qty * pack.amount[iv]
-                item = f"pack:{name}"
-                gid = f"{account_id}/{item}/0"
-                await _grant(conn, gid, account_id, pack.meter, pack.source, pack.label, pack.priority, c0.start_ms,
-                             c0.end_ms, amount, overdraft=qty * pack.overdraft_limit, item=item, cycle_no=0)
-                await _entry(conn, account_id, "cycle_grant", gid, pack.meter, now, d_granted=amount, amount=amount,
-                             attrs={**base, "item": item, "quantity": qty}, key=idempotency_key)
-            for o in p.one_time_grants:
-                item = f"once:{o.id}"
-                # once per account: the id does not depend on the plan, so another plan of the product
-                # finds it taken; once per subscription: a new subscription would have a new start
-                gid = (f"{account_id}/{product}/{item}" if o.once_per == "account"
-                       else f"{account_id}/{product}/{item}/{plan}@{starts}")
-                forfeited_by = sorted(set(o.forfeit_when_purchased) & set(bought))
-                # bought together with a pack that forfeits it (FB3): granted and forfeited at once
-                expires = starts if forfeited_by else (starts + o.valid_days * DAY_MS if o.valid_days else 0)
-                if not await _grant(conn, gid, account_id, o.bucket, o.source, o.label, o.priority, starts, expires,
-                                    o.amount, item=item, cycle_no=None):
-                    continue  # already granted to this account once
-                await _entry(conn, account_id, "grant", gid, o.bucket, now, d_granted=o.amount, amount=o.amount,
-                             attrs={**base, "item": item, "once_per": o.once_per}, key=idempotency_key)
-                if forfeited_by:
-                    await _entry(conn, account_id, "forfeit", gid, o.bucket, now, amount=o.amount,
-                                 attrs={"item": item, "reason": "pack purchased", "packs": forfeited_by})
+            await _first_packs(conn, account_id, cat, bought, c0, now, base, idempotency_key)
+            await _one_time_grants(conn, account_id, p, bought, starts, now, base, idempotency_key)
             return "subscribed"
 
         answer, replayed = await self.ledger.admin(account_id, idempotency_key, "subscribe", request_hash, now, body)
@@ -398,7 +422,7 @@ class Subscriptions:
             raise InvalidArgument("when", "must be NOW or AT_CYCLE_END")
         v.ident("plan", plan)
         now = self.clock.now_ms()
-        request_hash = canonical_hash("change_plan", plan, interval, dict(sorted((packs or {}).items())), when)
+        request_hash = request_fingerprint("change_plan", plan, interval, dict(sorted((packs or {}).items())), when)
 
         async def body(conn: asyncpg.Connection) -> str:
             sub = await conn.fetchrow(Q["lock_subscription"], account_id)
@@ -442,8 +466,7 @@ class Subscriptions:
         answer, replayed = await self.ledger.admin(account_id, idempotency_key, "change_plan", request_hash, now, body)
         if not answer:
             raise IdempotencyMismatch(idempotency_key)
-        for spent in [k for k in self._auto_spent if k[0] == account_id]:
-            del self._auto_spent[spent]  # a new cycle may have begun: its auto top-ups are not spent
+        self._auto_spent.pop(account_id, None)  # a new cycle may have begun: its auto top-ups are not spent
         if not replayed:
             await self.rebuilder.rebuild(account_id)
         return await self.get(account_id, replayed=replayed)
@@ -475,7 +498,7 @@ class Subscriptions:
             return "extended"
 
         answer, replayed = await self.ledger.admin(account_id, idempotency_key, "extend",
-                                                   canonical_hash("extend", days), now, body)
+                                                   request_fingerprint("extend", days), now, body)
         if not answer:
             raise IdempotencyMismatch(idempotency_key)
         if not replayed:
@@ -490,7 +513,7 @@ class Subscriptions:
         if self.catalogues is None:
             return False
         now = self.clock.now_ms()
-        spent = self._auto_spent.get((account_id, currency))
+        spent = self._auto_spent.get(account_id, {}).get(currency)
         if spent is not None and spent > now:
             return False  # this cycle's bound was reached: no query per denial until the cycle ends
 
@@ -518,6 +541,7 @@ class Subscriptions:
                 await _entry(conn, account_id, "auto_top_up", gid, bucket, now, d_granted=at.amount_minor,
                              amount=at.amount_minor, attrs={"cycle": k, "number": n + 1, "max_per_cycle":
                                                             at.max_per_cycle, "for_key": request_key})
+                await collect_debts(conn, account_id, bucket, gid, now)  # like every top-up: debts first
                 await conn.execute("UPDATE accounts SET epoch = epoch + 1 WHERE account_id = $1", account_id)
                 return True, sub["cycle_end_ms"]
 
@@ -525,7 +549,7 @@ class Subscriptions:
         if added:
             await self.rebuilder.rebuild(account_id)
         elif cycle_end:
-            self._auto_spent[(account_id, currency)] = cycle_end
+            self._auto_spent.setdefault(account_id, {})[currency] = cycle_end
         return added
 
     async def get(self, account_id: str, *, replayed: bool = False) -> SubscriptionInfo:
@@ -635,6 +659,11 @@ async def _turn(conn: asyncpg.Connection, sub: Mapping[str, Any], acct: Mapping[
                              b, end, 0, used=-left, overdraft=row["overdraft_limit"], item=item,
                              cycle_no=k + 1, carries=row["carries"] + 1)
                 await conn.execute(Q["move_used"], row["grant_id"], account_id, left)
+                # the floor an adjustment opened for the debt goes with it, to shrink once a top-up pays it
+                debt_od = await conn.fetchval("SELECT debt_overdraft FROM grants WHERE grant_id = $1 "
+                                              "AND account_id = $2", row["grant_id"], account_id)
+                if debt_od:
+                    await conn.execute(Q["set_debt_overdraft"], gid, account_id, debt_od)
                 await _entry(conn, account_id, "carry_over", row["grant_id"], row["bucket"], b,
                              d_used=left, amount=left, attrs=attrs)
                 await _entry(conn, account_id, "carry_over", gid, row["bucket"], b, d_used=-left,
@@ -686,7 +715,9 @@ async def _turn(conn: asyncpg.Connection, sub: Mapping[str, Any], acct: Mapping[
             await fresh(f"plan:{ng.id}", ng.bucket, ng.source, ng.label, ng.priority, ng.amount_for(new_iv),
                         ng.overdraft_limit)
     withheld = [w for w in withheld if w in new_grants]
-    for name in sorted(old_packs):
+    # packs of the subscription, and packs bought on their own this cycle (a top-up of a pack kind)
+    bought = {item[5:] for item in by_item if item.startswith("pack:")}
+    for name in sorted(set(old_packs) | bought):
         pack = cat.packs.get(name)
         item = f"pack:{name}"
         if pack is None:
@@ -706,7 +737,7 @@ async def _turn(conn: asyncpg.Connection, sub: Mapping[str, Any], acct: Mapping[
         if pack.recurrence == "every_cycle" or name not in old_packs:
             await fresh(f"pack:{name}", pack.meter, pack.source, pack.label, pack.priority, qty * pack.amount[new_iv],
                         qty * pack.overdraft_limit, quantity=qty)
-    handled = {f"plan:{g.id}" for g in plan.grants} | {f"pack:{name}" for name in old_packs}
+    handled = {f"plan:{g.id}" for g in plan.grants} | {f"pack:{name}" for name in set(old_packs) | bought}
     for item in sorted(set(by_item) - handled):  # a trial's allowance, a pack no longer sold: ends here
         for row in by_item[item]:
             await forfeit(row)
@@ -726,6 +757,30 @@ async def _turn(conn: asyncpg.Connection, sub: Mapping[str, Any], acct: Mapping[
     return int(k + 1)
 
 
+def _settles_from(rule_negative: str, item: str | None, top_ups: Mapping[str, Any]) -> bool:
+    """Whether a wallet grant is the settlement rule's `negative` one: a top-up of that kind (an
+    ad-hoc top-up counts as one when the rule names a top-up kind), or the plan grant of that id."""
+    if item is None:
+        return rule_negative in top_ups
+    return item in (f"top_up:{rule_negative}", f"plan:{rule_negative}", f"once:{rule_negative}")
+
+
+async def _pay(conn: asyncpg.Connection, account_id: str, bucket: str, payer: dict[str, Any],
+               debtor: dict[str, Any], paid: int, now_ms: int, attrs: Mapping[str, Any]) -> None:
+    """Move `paid` used units from the debtor to the payer (`settle` rows on both: transactions, never
+    usage); the debtor's floor shrinks back with its debt, so a paid debt is no room to spend."""
+    await conn.execute(Q["move_used"], debtor["grant_id"], account_id, -paid)
+    await conn.execute(Q["move_used"], payer["grant_id"], account_id, paid)
+    full = {**attrs, "from_grant": payer["grant_id"], "to_grant": debtor["grant_id"]}
+    await _entry(conn, account_id, "settle", debtor["grant_id"], bucket, now_ms, d_used=-paid, amount=paid,
+                 attrs=full)
+    await _entry(conn, account_id, "settle", payer["grant_id"], bucket, now_ms, d_used=paid, amount=paid,
+                 attrs=full)
+    await conn.execute(Q["floor_follows_debt"], debtor["grant_id"], account_id)
+    debtor["used"] -= paid
+    payer["used"] += paid
+
+
 async def settle_negative(conn: asyncpg.Connection, sub: Mapping[str, Any], catalogues: CatalogueSet | None,
                           bucket: str, now_ms: int) -> int:
     """QC7: a negative top-up of a wallet whose catalogue has a settlement rule is paid off at once from
@@ -734,32 +789,44 @@ async def settle_negative(conn: asyncpg.Connection, sub: Mapping[str, Any], cata
     cat = catalogues.get(sub["product"]) if catalogues is not None else None
     wallet = cat.wallets.get(bucket[1:]) if cat is not None and bucket.startswith("$") else None
     rule = wallet.settlement if wallet is not None else None
-    if rule is None:
+    if wallet is None or rule is None:
         return 0
     account_id = sub["account_id"]
-    rows = [dict(r) for r in await conn.fetch(
-        "SELECT grant_id, granted, used, held, item FROM grants WHERE account_id = $1 AND bucket = $2 "
-        "AND starts_at_ms <= $3 AND (expires_at_ms = 0 OR expires_at_ms > $3) ORDER BY ord FOR UPDATE",
-        account_id, bucket, now_ms)]
+    rows = [dict(r) for r in await conn.fetch(Q["lock_live_bucket_grants"], account_id, bucket, now_ms)]
     sources = [r for r in rows if r["item"] == f"once:{rule.from_}"]
     settled = 0
-    for neg in (r for r in rows if r["item"] is None and _remaining(r) < 0):
+    for neg in (r for r in rows if _settles_from(rule.negative, r["item"], wallet.top_ups) and _remaining(r) < 0):
         for src in sources:
-            paid = min(-_remaining(neg), max(_remaining(src), 0))
+            paid = min(-_remaining(neg), max(_remaining(src), 0), neg["used"])
             if paid <= 0:
                 continue
-            await conn.execute(Q["move_used"], neg["grant_id"], account_id, -paid)
-            await conn.execute(Q["move_used"], src["grant_id"], account_id, paid)
-            attrs = {"rule": "settlement", "negative": rule.negative, "from": rule.from_,
-                     "from_grant": src["grant_id"], "to_grant": neg["grant_id"]}
-            await _entry(conn, account_id, "settle", neg["grant_id"], bucket, now_ms, d_used=-paid, amount=paid,
-                         attrs=attrs)
-            await _entry(conn, account_id, "settle", src["grant_id"], bucket, now_ms, d_used=paid, amount=paid,
-                         attrs=attrs)
-            neg["used"] -= paid
-            src["used"] += paid
+            await _pay(conn, account_id, bucket, src, neg, paid, now_ms,
+                       {"rule": "settlement", "negative": rule.negative, "from": rule.from_})
             settled += paid
     return settled
+
+
+async def collect_debts(conn: asyncpg.Connection, account_id: str, bucket: str, payer_id: str, now_ms: int) -> int:
+    """A top-up first pays what its balance owes (QC7, QA3c): every live grant of the same bucket
+    (meter or wallet) below zero is paid from the new grant, oldest first, as far as it reaches
+    (`settle` rows: transactions, never usage); only the rest of the top-up is spendable. A debt
+    carried over a cycle end is a live grant of the new cycle and is paid the same way. Runs in the
+    top-up's transaction; returns what was paid."""
+    rows = [dict(r) for r in await conn.fetch(Q["lock_live_bucket_grants"], account_id, bucket, now_ms)]
+    payer = next((r for r in rows if r["grant_id"] == payer_id), None)
+    if payer is None:  # a top-up that starts later pays nothing now
+        return 0
+    collected = 0
+    for debtor in rows:
+        if debtor is payer or _remaining(debtor) >= 0:
+            continue
+        paid = min(-_remaining(debtor), max(_remaining(payer), 0), debtor["used"])
+        if paid <= 0:
+            continue
+        await _pay(conn, account_id, bucket, payer, debtor, paid, now_ms,
+                   {"rule": "top_up_pays_debt", "item": debtor["item"]})
+        collected += paid
+    return collected
 
 
 async def release_withheld(conn: asyncpg.Connection, sub: asyncpg.Record, catalogues: CatalogueSet | None,

@@ -10,9 +10,9 @@ import asyncpg
 import pytest
 from quota.v1 import quota_pb2 as pb
 from quota_client import AsyncQuotaClient, MeterPolicy, QuotaClientError
-
 from quota_service.domain.clock import ManualClock
 from quota_service.server import QuotaServer
+
 from tests.scenarios.test_cycles import cross
 
 METER = "ai_dialog"

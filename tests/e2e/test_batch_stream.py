@@ -10,8 +10,8 @@ import pytest
 from quota.v1 import quota_pb2 as pb
 from quota.v1 import quota_pb2_grpc as pb_grpc
 from quota_client import AsyncQuotaClient
-
 from quota_service.server import QuotaServer
+
 from tests.conftest import make_account
 from tests.support.ledger import ledger_sums
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from quota_client import AsyncQuotaClient
-
 from quota_service.domain.clock import ManualClock
 from quota_service.server import QuotaServer
+
 from tests.conftest import make_account
 
 DAY_MS = 86_400_000
@@ -115,7 +115,7 @@ async def test_r5_statement_of_the_current_cycle(server: QuotaServer, client: As
     assert "ai_helpmate essentials, cycle 0" in out and "open" in out
     code, out, _ = await cli(server, "--json", "statement", account_id)
     line = next(ln for ln in json.loads(out)["lines"] if ln["bucket"] == "ai_conversation")
-    assert line["used"] == "3"
+    assert line["used"] == 3
 
 
 async def test_kb5_accounts_of_an_organization(server: QuotaServer, client: AsyncQuotaClient, account_id: str) -> None:

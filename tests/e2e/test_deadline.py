@@ -8,10 +8,10 @@ import grpc
 import pytest
 from quota.v1 import quota_pb2 as pb
 from quota.v1 import quota_pb2_grpc as pb_grpc
-
 from quota_service import embedded
 from quota_service.domain.clock import ManualClock
 from quota_service.server import QuotaServer
+
 from tests.conftest import test_settings
 
 

@@ -64,6 +64,7 @@ class Fuzz:
     stub: pb_grpc.QuotaServiceStub
     holds: list[str]
     errors: ErrorLog
+    channel: grpc.Channel
 
     def counts(self) -> tuple[int, ...]:
         assert self.srv.pg is not None
@@ -98,7 +99,7 @@ def fuzz(valkey: embedded.ValkeyProcess, pg_dsn: str) -> Iterator[Fuzz]:
         holds = [stub.Reserve(pb.ReserveRequest(account_id=KNOWN, meter=METER, amount=1 + i,
                                                 idempotency_key=f"hold-{i}", ttl_ms=3_600_000),
                               timeout=20).reservation_id for i in range(5)]
-        yield Fuzz(srv, stub, holds, errors)
+        yield Fuzz(srv, stub, holds, errors, channel)
     finally:
         channel.close()
         logging.getLogger("quota_service").removeHandler(errors)
@@ -312,3 +313,144 @@ def test_batch_of_many_valid_items_answers_every_item(fuzz: Fuzz, mode: int, n: 
     errors = Counter((r.error.code, r.error.message) for r in response.results if r.HasField("error"))
     assert not errors, f"items failed: {dict(errors)}"
     assert all(r.decision.status == pb.GRANTED for r in response.results)
+
+
+# -- byte-level fuzzing: what the wire may carry, not only well-formed messages ------------------
+
+SERVICE = pb.DESCRIPTOR.services_by_name["QuotaService"]
+METHODS = sorted(m.name for m in SERVICE.methods)
+LONG_LIVED = {"WatchAlerts"}  # a request that decodes may leave the stream open until its deadline
+
+
+def _with_bad_string(descriptor: Any, bad: bytes) -> bytes:
+    """A field of the message (its first string, else one inside its first message field) holding `bad`."""
+    for f in descriptor.fields:
+        if f.type == f.TYPE_STRING:
+            return _tag(f.number, 2) + bytes([len(bad)]) + bad
+    inner = next(f for f in descriptor.fields if f.type == f.TYPE_MESSAGE)
+    body = _with_bad_string(inner.message_type, bad)
+    return _tag(inner.number, 2) + bytes([len(body)]) + body
+
+
+def _valid_bytes(name: str) -> bytes:
+    """A request of the method that decodes, with a few fields set."""
+    method = SERVICE.methods_by_name[name]
+    message = getattr(pb, method.input_type.name)()
+    for f in method.input_type.fields:
+        if f.type == f.TYPE_STRING and not f.is_repeated:
+            setattr(message, f.name, KNOWN if f.name == "account_id" else "x")
+    return bytes(message.SerializeToString())
+
+
+def _tag(number: int, wire_type: int) -> bytes:
+    value, out = (number << 3) | wire_type, bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+@st.composite
+def wire_bytes(draw: st.DrawFn, name: str) -> bytes:
+    """Garbage, truncated messages, invalid UTF-8 in a string field, deeply nested groups."""
+    input_type = SERVICE.methods_by_name[name].input_type
+    valid = _valid_bytes(name)
+    kind = draw(st.sampled_from(["garbage", "truncated", "utf8", "nested", "flipped"]), label="kind")
+    if kind == "garbage":
+        return draw(st.binary(min_size=1, max_size=300))
+    if kind == "truncated":
+        return valid[:draw(st.integers(0, max(len(valid) - 1, 0)))] or b"\x0a"
+    if kind == "utf8":
+        bad = draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"a\xf0\x28\x8c\xbc", b"\xe2\x82"]))
+        return valid + _with_bad_string(input_type, bad)
+    if kind == "nested":  # an unknown field holding groups nested deeper than the decoder allows
+        depth = draw(st.integers(101, 2000))
+        return valid + _tag(999, 3) * depth + _tag(999, 4) * depth
+    data = bytearray(valid or b"\x08\x01")
+    data[draw(st.integers(0, len(data) - 1))] ^= draw(st.integers(1, 255))
+    return bytes(data)
+
+
+def send_raw(fuzz: Fuzz, name: str, data: bytes) -> tuple[grpc.StatusCode, str]:
+    """The bytes as the request of `name`, over a raw channel with identity serializers."""
+    method = SERVICE.methods_by_name[name]
+    path = f"/{SERVICE.full_name}/{name}"
+    channel = fuzz.channel
+    timeout = 3 if name in LONG_LIVED else 30
+    try:
+        if method.client_streaming:
+            for _ in channel.stream_stream(path)(iter([data]), timeout=timeout):
+                pass
+        elif method.server_streaming:
+            for _ in channel.unary_stream(path)(data, timeout=timeout):
+                pass
+        else:
+            channel.unary_unary(path)(data, timeout=timeout)
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+def decodes(name: str, data: bytes) -> bool:
+    try:
+        getattr(pb, SERVICE.methods_by_name[name].input_type.name).FromString(data)
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_n5_malformed_bytes_are_invalid_argument(fuzz: Fuzz, name: str) -> None:
+    """Bytes that are not a valid request message are INVALID_ARGUMENT naming the request, never
+    UNKNOWN ("Unexpected DecodeError"), and write nothing; bytes that decode get a proper status."""
+
+    @settings(max_examples=25, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(data=wire_bytes(name))
+    def run(data: bytes) -> None:
+        before = fuzz.counts()
+        code, details = send_raw(fuzz, name, data)
+        event(f"{name}: {code.name}")
+        if not decodes(name, data):
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, f"{name} answered {code.name}: {details}"
+            assert details.startswith("request:"), details
+            assert fuzz.counts() == before, f"{name}: malformed bytes wrote rows"
+        else:
+            allowed = ACCEPTABLE | ({grpc.StatusCode.DEADLINE_EXCEEDED} if name in LONG_LIVED else set())
+            assert code in allowed, f"{name} answered {code.name}: {details}"
+
+    for data in (b"\xff", b"\x0a\x05ab", b"\x0a\x02\xff\xfe", _tag(999, 3) * 200 + _tag(999, 4) * 200):
+        run = example(data=data)(run)
+    run()
+
+
+def test_n5_malformed_item_in_a_stream_ends_it_with_invalid_argument(fuzz: Fuzz) -> None:
+    """A ReserveStream whose second message is not a valid message: the first is answered, then the
+    stream ends with INVALID_ARGUMENT on `request` (it ended with OK, the bad message unanswered)."""
+    good = pb.StreamReserveRequest(item=pb.ReserveRequest(account_id=KNOWN, meter=METER, amount=1,
+                                                          idempotency_key=f"s-{uuid.uuid4()}"),
+                                   mode=pb.CHECK, tag=7).SerializeToString()
+    call = fuzz.channel.stream_stream(f"/{SERVICE.full_name}/ReserveStream")(iter([good, b"\x0a\x05ab"]), timeout=30)
+    answers = []
+    with pytest.raises(grpc.RpcError) as err:
+        for raw in call:
+            answers.append(pb.ItemResult.FromString(raw))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.value.details() or "").startswith("request:")
+    assert [a.tag for a in answers] in ([7], [])  # the good one may or may not be answered before the end
+
+
+@pytest.mark.parametrize("name", ["Check", "Watch"])
+def test_n5_malformed_bytes_to_the_health_service_are_invalid_argument(fuzz: Fuzz, name: str) -> None:
+    """The health service (probes) decodes through the same tolerant decoder: never UNKNOWN."""
+    path = "/grpc.health.v1.Health/" + name
+    for data in (b"\xff", b"\x0a\x05ab", b"\x0a\x02\xff\xfe", _tag(999, 3) * 200 + _tag(999, 4) * 200):
+        with pytest.raises(grpc.RpcError) as err:
+            if name == "Check":
+                fuzz.channel.unary_unary(path)(data, timeout=10)
+            else:
+                for _ in fuzz.channel.unary_stream(path)(data, timeout=10):
+                    pass
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (data, err.value.details())
+        assert (err.value.details() or "").startswith("request:")

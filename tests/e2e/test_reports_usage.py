@@ -21,7 +21,7 @@ import grpc
 import pytest
 from quota.v1 import quota_pb2 as pb
 from quota.v1 import quota_pb2_grpc as pb_grpc
-from quota_client import AsyncQuotaClient, MeterPolicy, QuotaClientError
+from quota_client import AsyncQuotaClient, MeterPolicy, QuotaClientError, UsageRow
 from quota_service import embedded
 from quota_service.domain.clock import ManualClock
 from quota_service.server import QuotaServer
@@ -45,8 +45,8 @@ async def refused(call: Awaitable[Any], code: str = "INVALID_ARGUMENT") -> str:
     return str(err.value.details)
 
 
-async def all_rows(client: AsyncQuotaClient, account_id: str, page_size: int = 0, **filters: Any) -> list[pb.UsageRow]:
-    rows: list[pb.UsageRow] = []
+async def all_rows(client: AsyncQuotaClient, account_id: str, page_size: int = 0, **filters: Any) -> list[UsageRow]:
+    rows: list[UsageRow] = []
     token = ""
     while True:
         page = await client.usage(account_id, page_size=page_size, page_token=token, **filters)
@@ -158,7 +158,7 @@ async def test_r2_filters_by_period_meter_and_every_given_attribute(
         clock.set(t0 + minute * 60_000)
         assert (await client.consume(account_id, meter, 1, attributes=attrs)).granted
 
-    def minutes(rows: list[pb.UsageRow]) -> list[int]:
+    def minutes(rows: list[UsageRow]) -> list[int]:
         return [(r.occurred_at_ms - t0) // 60_000 for r in rows]
 
     assert minutes(await all_rows(client, account_id)) == [4, 3, 2, 1, 0]

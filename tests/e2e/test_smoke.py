@@ -21,7 +21,6 @@ async def test_reserve_commit_balance(client: AsyncQuotaClient, account_id: str)
 
 async def test_a_bucket_is_capped_where_the_scripts_stay_exact(client: AsyncQuotaClient, account_id: str) -> None:
     from quota_client import QuotaClientError
-
     from quota_service.domain.validation import MAX_BUCKET_TOTAL, MAX_GRANT
 
     await make_account(client, account_id)

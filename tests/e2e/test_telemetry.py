@@ -11,9 +11,9 @@ import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from quota_client import AsyncQuotaClient
-
 from quota_service import embedded, telemetry
 from quota_service.server import configure_logging
+
 from tests.conftest import make_account
 
 

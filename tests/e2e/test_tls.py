@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from quota_client import AsyncQuotaClient, QuotaClientError
-
 from quota_service import embedded
 from quota_service.domain.clock import ManualClock
 from quota_service.server import QuotaServer
+
 from tests.conftest import test_settings
 
 

@@ -10,7 +10,11 @@ key; when a call still ends without an answer, the consumer tries the same key a
 Scenarios: (a) kill -9 Valkey and restart it empty on the same port; (b) `pg_ctl stop -m immediate`
 Postgres and start it again; (c) ambiguous commits: a proxy lets the ledger batch commit and drops
 its answer; (d) a replica stops following, grants go on, the primary is killed and the stale
-replica's data comes back at the primary's address.
+replica's data comes back at the primary's address; (e) the service process is killed with SIGKILL
+between the ledger commit and the Redis confirmation, and every key is retried after the pending
+grace (tests/fault/crash_retry.py: `retry≠ledger`, retries answered differently from the ledger);
+(f) replicas whose host clocks differ by 5 s, and one beyond QUOTA_MAX_CLOCK_OFFSET_MS
+(tests/fault/clock_skew.py). (e) and (f) run on their own (Scenario.run_alone), not under the load.
 
 After the load, a sample of acknowledged keys is sent once more (each should be answered GRANTED
 with replayed=true and change nothing: `bad_replay` counts those that were not), then the ledger
@@ -45,6 +49,8 @@ from quota_service.server import QuotaServer
 from quota_service.settings import Settings
 
 from tests.conftest import test_settings
+from tests.fault.clock_skew import skewed_replicas
+from tests.fault.crash_retry import crash_and_retry
 from tests.support import backends
 from tests.support.fault_proxy import AnswerDroppingProxy
 from tests.support.owned_backends import OwnedPostgres, OwnedValkey
@@ -208,6 +214,8 @@ class Figures:
     unsold: int = 0  # units left in the ledger although every account saw more calls than its supply
     unsold_details: list[str] = field(default_factory=list)
     balance_mismatch: list[str] = field(default_factory=list)
+    verify_differences: list[str] = field(default_factory=list)  # the consistency check at the end (N4)
+    retry_mismatch: int = 0  # retries answered differently from what the ledger holds for their key (N11)
     rebuilds: int = 0
     duration_s: float = 0.0
     notes: dict[str, Any] = field(default_factory=dict)
@@ -237,6 +245,7 @@ COLUMNS = [
     ("unacked", lambda f: f.unacked_in_ledger),
     ("unsold", lambda f: f.unsold),
     ("bad_replay", lambda f: len(f.wrong_replays)),
+    ("retry≠ledger", lambda f: f.retry_mismatch),
     ("rebuilds", lambda f: f.rebuilds),
     ("secs", lambda f: f"{f.duration_s:.1f}"),
 ]
@@ -264,7 +273,8 @@ def format_table(figures: list[Figures]) -> str:
             "recover_s: fault in effect -> first grant of a call started after it; unavail: calls ending "
             "UNAVAILABLE after the client's 8 retries (then retried with the same key); unacked: committed rows "
             "whose caller never got GRANTED; unsold: units still free in the ledger although more calls than supply were "
-            "answered (denials issued while the ledger had room); bad_replay: acknowledged keys not replayed as GRANTED."]
+            "answered (denials issued while the ledger had room); bad_replay: acknowledged keys not replayed as GRANTED;",
+            "retry≠ledger: retries answered differently from the ledger's answer for their key (after a crash)."]
     return "\n".join(out)
 
 
@@ -310,6 +320,10 @@ class Scenario(ABC):
     @abstractmethod
     async def inject(self, ctx: Ctx, load: Load) -> None:
         """Inject the fault while the load runs."""
+
+    async def run_alone(self, pg: OwnedPostgres, shape: Shape, tmp: Path) -> Figures | None:
+        """A scenario that needs no shared load runs here and returns its figures (None: the usual way)."""
+        return None
 
     @staticmethod
     async def when(load: Load, n: int) -> None:
@@ -447,8 +461,85 @@ class StaleReplicaPromoted(Scenario):
         ctx.notes["stale_accounts"] = sum(fresh[a] != stale[a] for a in stale)
 
 
+class CrashRetry(Scenario):
+    name = "crash_retry"
+    title = "(e) kill -9 the service between the ledger commit and the Redis confirmation, retry after the grace"
+
+    async def prepare(self, ctx: Ctx) -> None:
+        raise NotImplementedError("runs alone")
+
+    async def inject(self, ctx: Ctx, load: Load) -> None:
+        raise NotImplementedError("runs alone")
+
+    async def run_alone(self, pg: OwnedPostgres, shape: Shape, tmp: Path) -> Figures | None:
+        crashes, calls = (1, 3) if shape.drops <= CI.drops else (shape.drops, 5)
+        figures = Figures(self.name, calls, crashes * calls * 2, crashes * calls)
+        tmp.mkdir(parents=True, exist_ok=True)
+        async with contextlib.AsyncExitStack() as stack:
+            vk = OwnedValkey(tmp / "valkey")
+            stack.callback(vk.stop)
+            await asyncio.to_thread(vk.start)
+            dsn, db_name = await backends.create_database(pg.admin_dsn)
+            stack.push_async_callback(backends.drop_database, pg.admin_dsn, db_name)
+            t0 = time.monotonic()
+            res = await crash_and_retry(vk.url, dsn, tmp, crashes=crashes, calls=calls)
+            figures.duration_s = time.monotonic() - t0
+        figures.injections = res.crashes
+        figures.acknowledged = res.granted
+        figures.ledger_rows = res.ledger_rows
+        figures.over_grants = res.over_grants
+        figures.duplicates = res.duplicates
+        figures.recover_s = res.recover_s
+        figures.retry_mismatch = len(res.mismatches)
+        figures.wrong_replays = res.mismatches
+        figures.notes["charged_before_retry"] = res.charged_before_retry
+        figures.notes["keys_retried"] = res.keys_retried
+        return figures
+
+
+class ClockSkew(Scenario):
+    name = "clock_skew"
+    title = "(f) two replicas whose host clocks differ by 5 s, a third beyond the clock bound"
+
+    async def prepare(self, ctx: Ctx) -> None:
+        raise NotImplementedError("runs alone")
+
+    async def inject(self, ctx: Ctx, load: Load) -> None:
+        raise NotImplementedError("runs alone")
+
+    async def run_alone(self, pg: OwnedPostgres, shape: Shape, tmp: Path) -> Figures | None:
+        accounts, supply = (2, 10) if shape.drops <= CI.drops else (shape.accounts, 50)
+        figures = Figures(self.name, 2, accounts * (supply + 1), accounts * supply)
+        tmp.mkdir(parents=True, exist_ok=True)
+        async with contextlib.AsyncExitStack() as stack:
+            vk = OwnedValkey(tmp / "valkey")
+            stack.callback(vk.stop)
+            await asyncio.to_thread(vk.start)
+            dsn, db_name = await backends.create_database(pg.admin_dsn)
+            stack.push_async_callback(backends.drop_database, pg.admin_dsn, db_name)
+            t0 = time.monotonic()
+            res = await skewed_replicas(vk.url, dsn, accounts=accounts, supply=supply)
+            figures.duration_s = time.monotonic() - t0
+        figures.injections = 1 if res.offset_measured_ms else 0
+        figures.acknowledged = res.granted
+        figures.ledger_rows = res.granted
+        figures.over_grants = res.over_grants
+        figures.recover_s = 0.0  # no outage: B serves throughout
+        figures.retry_mismatch = len(res.mismatches)
+        figures.wrong_replays = res.mismatches
+        figures.errors = [f"skew denial: {d}" for d in res.skew_denials] + [
+            f"replica beyond the bound answered: {d}" for d in res.c_not_unavailable]
+        figures.notes.update(offset_measured_ms=res.offset_measured_ms, skew_denials=len(res.skew_denials),
+                             beyond_bound_calls=res.c_calls, beyond_bound_not_unavailable=len(res.c_not_unavailable),
+                             beyond_bound_ready=res.c_trusted)
+        if res.c_trusted:
+            figures.errors.append("the replica beyond the clock bound kept serving")
+        return figures
+
+
 SCENARIOS: dict[str, type[Scenario]] = {
-    s.name: s for s in (ValkeyKill9, PostgresImmediateStop, AmbiguousCommit, StaleReplicaPromoted)
+    s.name: s for s in (ValkeyKill9, PostgresImmediateStop, AmbiguousCommit, StaleReplicaPromoted, CrashRetry,
+                        ClockSkew)
 }
 
 
@@ -543,6 +634,9 @@ async def _replay(load: Load, client: AsyncQuotaClient, per_account: int, figure
 
 async def run_scenario(scenario: Scenario, pg: OwnedPostgres, shape: Shape, tmp: Path) -> Figures:
     """Run one scenario end to end; every process it started is stopped, whatever happens."""
+    alone = await scenario.run_alone(pg, shape, tmp)
+    if alone is not None:
+        return alone
     figures = Figures(scenario.name, shape.workers, shape.workers * shape.calls_per_worker, shape.total_supply)
     tag = uuid.uuid4().hex[:6]
     async with contextlib.AsyncExitStack() as stack:
@@ -602,4 +696,10 @@ async def run_scenario(scenario: Scenario, pg: OwnedPostgres, shape: Shape, tmp:
         await _replay(load, client, shape.replays, figures)
         await _audit(ctx, load, client, figures)
         figures.rebuilds = server.rebuilder.count - rebuilds
+        # N4: every grant equals the ledger, and Redis Postgres (a difference in Redis would be repaired)
+        report = await client.verify()
+        figures.notes["verify"] = f"{report.accounts} accounts, in flight {len(report.in_flight)}"
+        figures.verify_differences = [f"{d.account_id}/{d.grant_id} {d.store}.{d.field}: expected {d.expected}, "
+                                      f"found {d.actual}{' (repaired)' if d.repaired else ''}"
+                                      for d in report.differences]
     return figures

@@ -55,6 +55,8 @@ async def test_key_whose_redis_reply_was_lost_is_decided_again_once(
         assert (sums["consume_rows"], sums["used"]) == (2, 2), "k0 and k1, once each"
         bal = await client.balance(account_id)
         assert (bal.meters["ai_dialog"].used, bal.meters["ai_dialog"].remaining) == (2, 8), "no orphaned units"
+        report = await client.verify(account_id)  # N4: the ledger, Postgres and Redis agree
+        assert report.ok, report.differences
     finally:
         await client.close()
         await server.stop(1)

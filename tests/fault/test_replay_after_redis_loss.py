@@ -37,6 +37,8 @@ async def test_h4_consume_retry_after_redis_loss_on_an_exhausted_meter_gets_the_
     again = await client.consume(account_id, "ai_dialog", 2, idempotency_key="charge-1")
     assert await ledger_sums(pg_dsn, account_id) == before, "no second effect"
     assert again.granted and again.replayed, f"the first answer (GRANTED), got {again}"
+    report = await client.verify(account_id)  # N4: the ledger, Postgres and Redis agree
+    assert report.ok, report.differences
 
 
 async def test_h4_consume_retry_after_redis_loss_with_quota_left_gets_the_first_answer(
@@ -52,3 +54,5 @@ async def test_h4_consume_retry_after_redis_loss_with_quota_left_gets_the_first_
     assert again.granted and again.replayed and again.remaining == first.remaining
     assert await ledger_sums(pg_dsn, account_id) == before
     assert (await client.balance(account_id)).meters["ai_dialog"].used == 2
+    report = await client.verify(account_id)  # N4: the ledger, Postgres and Redis agree
+    assert report.ok, report.differences

@@ -37,6 +37,8 @@ async def test_n1_64_concurrent_reservers_never_overgrant(client: AsyncQuotaClie
     assert sums["proj_granted"] - sums["proj_used"] - sums["proj_held"] == 0
     bal = await client.balance(account_id)
     assert (bal.meters["ai_dialog"].held, bal.meters["ai_dialog"].remaining) == (10_000, 0)
+    report = await client.verify(account_id)  # N4: every grant equals the ledger, Redis equals Postgres
+    assert report.ok and not report.in_flight, report
 
 
 async def test_h4_5000_keys_three_times_one_effect_each(client: AsyncQuotaClient, account_id: str,
@@ -73,3 +75,5 @@ async def test_h4_5000_keys_three_times_one_effect_each(client: AsyncQuotaClient
     assert err.value.code.name == "ALREADY_EXISTS" and "idempotency_key" in err.value.details
     assert await ledger_sums(pg_dsn, account_id) == before
     assert len(await operation_keys(pg_dsn, account_id)) == 5_000 + 2  # + create_account and top_up
+    report = await client.verify(account_id)  # N4: every grant equals the ledger, Redis equals Postgres
+    assert report.ok and not report.in_flight, report

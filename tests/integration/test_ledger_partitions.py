@@ -8,9 +8,9 @@ import datetime as dt
 import asyncpg
 import pytest
 from quota_client import AsyncQuotaClient
-
 from quota_service.domain.clock import ManualClock
 from quota_service.server import QuotaServer
+
 from tests.conftest import make_account
 
 

@@ -163,11 +163,28 @@ async def test_load_with_older_or_equal_epoch_is_kept(acct: Acct) -> None:
     assert await acct.load({"g2": grant(gr=99)}, epoch=4) is False
     assert await dump(acct.store) == before
     assert await acct.gstate() == {"g1": (4, 0)}
-    # a newer epoch replaces the state, and drops the unconfirmed idempotency record
+    # a newer epoch replaces the state, and drops the unconfirmed record's answer: the ledger decides (N11)
     assert await acct.load({"g2": grant(gr=99)}, epoch=6) is True
     assert await acct.gstate() == {"g2": (0, 0)}
     assert await acct.store.epoch(acct.id) == 6
-    assert await acct.store.client.exists(acct.idem("k1")) == 0
+    assert json.loads(await acct.store.client.get(acct.idem("k1"))) == {"h": "hash", "st": "l"}
+
+
+async def test_n11_a_key_unconfirmed_at_a_rebuild_asks_the_ledger_when_denied(acct: Acct) -> None:
+    """The process died after its commit and before the confirmation: after the rebuild, a retry of
+    the key on the exhausted meter is not simply DENIED - the answer says to ask the ledger (chk)."""
+    assert await acct.load({"g1": grant(gr=4)}, epoch=1) is True
+    first = await acct.consume(4, key="k-charged")
+    assert first["st"] == "G" and first["sq"]
+    # the snapshot of the new epoch has the charge (the ledger committed it)
+    assert await acct.load({"g1": grant(gr=4, u=4)}, epoch=2) is True
+    retry = await acct.consume(4, key="k-charged")
+    assert retry["st"] == "D" and retry["chk"] is True, retry
+    assert (await acct.consume(4, key="k-charged"))["rp"], "the fresh answer is kept (with chk) and replayed"
+    with_other_hash = await acct.consume(4, key="k-charged", h="other")
+    assert with_other_hash["e"] == "IDEM_MISMATCH", "the marker keeps the request hash"
+    fresh = await acct.consume(1, key="k-new")
+    assert fresh["st"] == "D" and "chk" not in fresh, "other keys are decided as usual"
 
 
 async def test_invalidate_removes_state(acct: Acct) -> None:
@@ -331,8 +348,9 @@ async def test_replay_pending_then_confirmed(acct: Acct) -> None:
     assert set(replay) == {"rp"} and json.loads(replay["rp"]) == first
     # replays charge nothing
     assert await acct.gstate() == {"g": (4, 0)}
-    assert await acct.consume(4, key="once", h="OTHER") == {"e": "IDEM_MISMATCH"}
-    assert await acct.reserve(4, key="once", h="OTHER") == {"e": "IDEM_MISMATCH"}
+    # the first request's fingerprint comes back, to name what differs
+    assert await acct.consume(4, key="once", h="OTHER") == {"e": "IDEM_MISMATCH", "h": "H1"}
+    assert await acct.reserve(4, key="once", h="OTHER") == {"e": "IDEM_MISMATCH", "h": "H1"}
     assert await acct.gstate() == {"g": (4, 0)}
     # confirmed: it no longer forces a rebuild later on
     assert await acct.store.client.zcard(acct.store.keys.account(acct.id)[4]) == 0
@@ -343,7 +361,7 @@ async def test_denial_is_replayed_without_confirm(acct: Acct) -> None:
     d = await acct.consume(5, key="no", h="H")
     assert d["st"] == "D"
     assert json.loads((await acct.consume(5, key="no", h="H"))["rp"]) == d
-    assert await acct.consume(5, key="no", h="X") == {"e": "IDEM_MISMATCH"}
+    assert await acct.consume(5, key="no", h="X") == {"e": "IDEM_MISMATCH", "h": "H"}
 
 
 async def test_resolve_replay_and_in_progress(acct: Acct) -> None:
@@ -353,7 +371,7 @@ async def test_resolve_replay_and_in_progress(acct: Acct) -> None:
     done = await acct.resolve("commit", "H", 3, key="c", h="CH")
     assert done["st"] == "G" and "sq" in done
     assert await acct.resolve("commit", "H", 3, key="c", h="CH") == {"e": "IN_PROGRESS"}
-    assert await acct.resolve("commit", "H", 2, key="c", h="OTHER") == {"e": "IDEM_MISMATCH"}
+    assert await acct.resolve("commit", "H", 2, key="c", h="OTHER") == {"e": "IDEM_MISMATCH", "h": "CH"}
     await acct.store.confirm({(acct.id, 1): ["c"]})
     assert json.loads((await acct.resolve("commit", "H", 3, key="c", h="CH"))["rp"]) == done
     assert await acct.gstate() == {"g": (3, 0)}
@@ -635,3 +653,14 @@ async def test_a_pending_record_past_its_deadline_answers_reload_not_in_progress
     assert await acct.consume(1, key="K", h="H") == {"e": "IN_PROGRESS"}
     # its caller never heard back: past the deadline the key itself makes the account rebuild
     assert await acct.consume(1, key="K", h="H", now=NOW + 100) == {"e": "RELOAD"}
+
+
+async def test_h4_a_fingerprint_is_the_same_request_as_its_bare_hash(acct: Acct) -> None:
+    """A fingerprint is "<hash>.<digests>": only the hash decides, so a record stored with a bare hash
+    (before fingerprints) or other digests replays, and another hash is a mismatch naming the first."""
+    await acct.load({"g": grant(gr=10)})
+    first = await acct.consume(2, key="fp", h="abc")
+    await acct.store.confirm({(acct.id, 1): ["fp"]})
+    assert json.loads((await acct.consume(2, key="fp", h="abc.00ff11"))["rp"]) == first
+    assert await acct.consume(2, key="fp", h="abd.00ff11") == {"e": "IDEM_MISMATCH", "h": "abc"}
+    assert await acct.gstate() == {"g": (2, 0)}

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from quota_service.errors import StorageError
 from quota_service.storage.postgres import PostgresLedger
+
 from tests.support.tcp_proxy import postgres_proxy
 
 TIMEOUT_S = 0.5  # the ledger's own timeout

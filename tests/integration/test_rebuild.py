@@ -7,8 +7,8 @@ import json
 
 import redis.asyncio as aioredis
 from quota_client import AsyncQuotaClient
-
 from quota_service.server import QuotaServer
+
 from tests.conftest import make_account
 from tests.support.ledger import ledger_sums, operation_keys
 

@@ -9,7 +9,6 @@ An alert comes back in the answer that crossed it, once.
 from __future__ import annotations
 
 from quota_client import Alert, AsyncQuotaClient
-
 from quota_service.domain.clock import ManualClock
 
 

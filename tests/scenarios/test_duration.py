@@ -27,9 +27,9 @@ async def used(client: AsyncQuotaClient, account_id: str) -> int:
 async def test_kb1_31_minutes_with_the_bot_are_3_sessions(client: AsyncQuotaClient, account_id: str) -> None:
     await client.create_account(account_id)
     await client.subscribe(account_id, "bot_billing", "standard", interval="monthly")
-    # one reply a minute for 31 minutes: slices 0-15, 15-30 and 30-31 ("0-15, 16-30, 31-End")
+    # one reply a minute for 31 minutes: slices 0-15, 16-30 and 31-End (a slice's end belongs to it)
     started = [await bot_turn(client, account_id, "c-1", minute * 60) for minute in range(32)]
-    assert sum(started) == 3 and [m for m, s in enumerate(started) if s] == [0, 15, 30]
+    assert sum(started) == 3 and [m for m, s in enumerate(started) if s] == [0, 16, 31]
     assert await used(client, account_id) == 3
     # another conversation is counted on its own
     assert await bot_turn(client, account_id, "c-2", 0) == 1

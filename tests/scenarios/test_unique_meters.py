@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 from quota_client import AsyncQuotaClient, QuotaClientError
-
 from quota_service.domain.clock import ManualClock
 from quota_service.server import QuotaServer
+
 from tests.scenarios.test_cycles import cross, ms
 
 

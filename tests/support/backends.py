@@ -7,7 +7,6 @@ session's own, so tests may flush or stop it without touching anything else.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from pathlib import Path
@@ -18,7 +17,7 @@ import asyncpg
 async def _try_connect(dsn: str) -> bool:
     try:
         conn = await asyncpg.connect(dsn, timeout=2)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     await conn.close()
     return True

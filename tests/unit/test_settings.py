@@ -134,3 +134,17 @@ def test_a_broken_catalogue_stops_the_start_with_its_problems(tmp_path: Path) ->
     with pytest.raises(SettingsError, match=r"QUOTA_CATALOGUE_DIR=.*x\.yaml.*version: is required"):
         load_catalogues(str(tmp_path))
     assert load_catalogues("") is None
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"QUOTA_PAGE_TOKEN_SECRET": "short"}, "QUOTA_PAGE_TOKEN_SECRET"),
+    ({"QUOTA_OPERATION_RETENTION_DAYS": "0"}, "QUOTA_OPERATION_RETENTION_DAYS"),
+    ({"QUOTA_OPERATION_RETENTION_DAYS": "1", "QUOTA_IDEMPOTENCY_TTL_MS": str(2 * 86_400_000)},
+     "QUOTA_OPERATION_RETENTION_DAYS"),
+    ({"QUOTA_WATCH_QUEUE_MAX": "0"}, "QUOTA_WATCH_QUEUE_MAX"),
+    ({"QUOTA_RETENTION_BATCH": "-1"}, "QUOTA_RETENTION_BATCH"),
+])
+def test_n10_retention_and_token_settings_are_checked(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
+    assert Settings.from_env({"QUOTA_PAGE_TOKEN_SECRET": "x" * 32}).page_token_secret == "x" * 32

@@ -287,7 +287,7 @@ class Balance(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., meters: _Optional[_Iterable[_Union[MeterBalance, _Mapping]]] = ..., grants: _Optional[_Iterable[_Union[GrantBalance, _Mapping]]] = ..., as_of_ms: _Optional[int] = ..., cycle_start_ms: _Optional[int] = ..., cycle_end_ms: _Optional[int] = ...) -> None: ...
 
 class GrantSpec(_message.Message):
-    __slots__ = ("grant_id", "meter", "currency", "amount", "source", "priority", "overdraft_limit", "starts_at_ms", "expires_at_ms", "label")
+    __slots__ = ("grant_id", "meter", "currency", "amount", "source", "priority", "overdraft_limit", "starts_at_ms", "expires_at_ms", "label", "kind")
     GRANT_ID_FIELD_NUMBER: _ClassVar[int]
     METER_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +298,7 @@ class GrantSpec(_message.Message):
     STARTS_AT_MS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     grant_id: str
     meter: str
     currency: str
@@ -308,7 +309,8 @@ class GrantSpec(_message.Message):
     starts_at_ms: int
     expires_at_ms: int
     label: str
-    def __init__(self, grant_id: _Optional[str] = ..., meter: _Optional[str] = ..., currency: _Optional[str] = ..., amount: _Optional[int] = ..., source: _Optional[str] = ..., priority: _Optional[int] = ..., overdraft_limit: _Optional[int] = ..., starts_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
+    kind: str
+    def __init__(self, grant_id: _Optional[str] = ..., meter: _Optional[str] = ..., currency: _Optional[str] = ..., amount: _Optional[int] = ..., source: _Optional[str] = ..., priority: _Optional[int] = ..., overdraft_limit: _Optional[int] = ..., starts_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., label: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class TopUpRequest(_message.Message):
     __slots__ = ("account_id", "grant", "idempotency_key")
@@ -835,3 +837,49 @@ class AlertEvent(_message.Message):
     occurred_at_ms: int
     idempotency_key: str
     def __init__(self, event_id: _Optional[int] = ..., account_id: _Optional[str] = ..., meter: _Optional[str] = ..., threshold_pct_left: _Optional[int] = ..., cycle_start_ms: _Optional[int] = ..., occurred_at_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class VerifyRequest(_message.Message):
+    __slots__ = ("account_id", "page_size", "after_account_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    page_size: int
+    after_account_id: str
+    def __init__(self, account_id: _Optional[str] = ..., page_size: _Optional[int] = ..., after_account_id: _Optional[str] = ...) -> None: ...
+
+class VerifyDifference(_message.Message):
+    __slots__ = ("account_id", "grant_id", "store", "field", "expected", "actual", "detail", "repaired")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    REPAIRED_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    grant_id: str
+    store: str
+    field: str
+    expected: int
+    actual: int
+    detail: str
+    repaired: bool
+    def __init__(self, account_id: _Optional[str] = ..., grant_id: _Optional[str] = ..., store: _Optional[str] = ..., field: _Optional[str] = ..., expected: _Optional[int] = ..., actual: _Optional[int] = ..., detail: _Optional[str] = ..., repaired: _Optional[bool] = ...) -> None: ...
+
+class VerifyPage(_message.Message):
+    __slots__ = ("accounts", "grants", "differences", "in_flight", "rebuilt", "last_account_id")
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCES_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    REBUILT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    accounts: int
+    grants: int
+    differences: _containers.RepeatedCompositeFieldContainer[VerifyDifference]
+    in_flight: _containers.RepeatedScalarFieldContainer[str]
+    rebuilt: _containers.RepeatedScalarFieldContainer[str]
+    last_account_id: str
+    def __init__(self, accounts: _Optional[int] = ..., grants: _Optional[int] = ..., differences: _Optional[_Iterable[_Union[VerifyDifference, _Mapping]]] = ..., in_flight: _Optional[_Iterable[str]] = ..., rebuilt: _Optional[_Iterable[str]] = ..., last_account_id: _Optional[str] = ...) -> None: ...

@@ -154,6 +154,11 @@ class QuotaServiceStub:
                 request_serializer=quota_dot_v1_dot_quota__pb2.WatchAlertsRequest.SerializeToString,
                 response_deserializer=quota_dot_v1_dot_quota__pb2.AlertEvent.FromString,
                 _registered_method=True)
+        self.Verify = channel.unary_stream(
+                '/quota.v1.QuotaService/Verify',
+                request_serializer=quota_dot_v1_dot_quota__pb2.VerifyRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.VerifyPage.FromString,
+                _registered_method=True)
 
 
 class QuotaServiceServicer:
@@ -202,7 +207,8 @@ class QuotaServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TopUp(self, request, context):
-        """Add a grant of units of a meter, or of money to a wallet.
+        """Add a grant of units of a meter, or of money to a wallet: ad hoc (admin role) or a top-up kind of
+        the catalogue (QC13; a self-service kind with the self_service role).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -210,7 +216,8 @@ class QuotaServiceServicer:
 
     def Adjust(self, request, context):
         """A correction after the fact (A1): more used on a grant (a charge reconciled later), or less (a
-        refund). A negative top-up of a wallet with a settlement rule is paid from the initial balance (QC7).
+        refund). A negative top-up of a wallet with a settlement rule is paid from the initial balance (QC7,
+        `settle` ledger entries); what is left of a debt is paid by the next top-up of the meter or wallet.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -338,6 +345,15 @@ class QuotaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Verify(self, request, context):
+        """Consistency check (N4; role admin): recompute every grant of an account, or of every account in
+        pages, from the ledger and compare it with the Postgres projection and with Redis. A difference in
+        Redis is repaired by a rebuild; one in Postgres is only reported. One VerifyPage per page.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuotaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -460,6 +476,11 @@ def add_QuotaServiceServicer_to_server(servicer, server):
                     servicer.WatchAlerts,
                     request_deserializer=quota_dot_v1_dot_quota__pb2.WatchAlertsRequest.FromString,
                     response_serializer=quota_dot_v1_dot_quota__pb2.AlertEvent.SerializeToString,
+            ),
+            'Verify': grpc.unary_stream_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.VerifyRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.VerifyPage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1110,6 +1131,33 @@ class QuotaService:
             '/quota.v1.QuotaService/WatchAlerts',
             quota_dot_v1_dot_quota__pb2.WatchAlertsRequest.SerializeToString,
             quota_dot_v1_dot_quota__pb2.AlertEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/quota.v1.QuotaService/Verify',
+            quota_dot_v1_dot_quota__pb2.VerifyRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.VerifyPage.FromString,
             options,
             channel_credentials,
             insecure,

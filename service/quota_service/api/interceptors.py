@@ -4,12 +4,15 @@ Errors map to status codes in one place: invalid input -> INVALID_ARGUMENT, unkn
 NOT_FOUND, state conflict -> FAILED_PRECONDITION, idempotency mismatch -> ALREADY_EXISTS, no or bad
 credential -> UNAUTHENTICATED, role or scope -> PERMISSION_DENIED, over budget ->
 RESOURCE_EXHAUSTED, backend down -> UNAVAILABLE, anything else -> INTERNAL with a log line (never
-UNKNOWN).
+UNKNOWN). Bytes that are not a valid request message (truncated, garbage, invalid UTF-8 in a string,
+nested too deeply) are INVALID_ARGUMENT too: the interceptor decodes every request itself, so a
+decoding error never reaches gRPC's own handling (which would answer UNKNOWN).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +21,8 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from quota_service import auth, errors, telemetry
+from quota_service import auth, deadline, errors, telemetry
+from quota_service.api import overload
 from quota_service.api.overload import Budgets, ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,91 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+class Malformed:
+    """What the interceptor's decoder makes of bytes that are not a valid request message."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A request decoder that never raises: a decoding error becomes a Malformed request."""
+    if deserialize is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # DecodeError (truncated, invalid UTF-8, too deep) or anything else
+            return Malformed(f"{type(exc).__name__}: {exc}"[:200])
+
+    return decode
+
+
+def well_formed(request: Any) -> Any:
+    """The request, or InvalidArgument when its bytes were not a valid message."""
+    if isinstance(request, Malformed):
+        raise errors.InvalidArgument("request", f"is not a valid protobuf message of this method ({request.reason})")
+    return request
+
+
+async def well_formed_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield well_formed(request)
+
+
+async def _refuse_malformed(request: Any, context: aio.ServicerContext) -> None:
+    if isinstance(request, Malformed):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(errors.InvalidArgument(
+            "request", f"is not a valid protobuf message of this method ({request.reason})")))
+
+
+def guarded(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """Another service's handler (health, reflection) with the tolerant decoder: bytes that are not a
+    valid message are INVALID_ARGUMENT there too. Its servicer's methods are coroutines or async
+    generators (grpc.aio)."""
+    decode, ser = tolerant(handler.request_deserializer), handler.response_serializer
+    if handler.unary_unary is not None:
+        inner = handler.unary_unary
+
+        async def unary(request: Any, context: aio.ServicerContext) -> Any:
+            await _refuse_malformed(request, context)
+            return await inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=decode, response_serializer=ser)
+    if handler.unary_stream is not None:
+        out = handler.unary_stream
+        if inspect.isasyncgenfunction(out):
+            async def out_gen(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+                await _refuse_malformed(request, context)
+                async for item in out(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(out_gen, request_deserializer=decode, response_serializer=ser)
+
+        async def out_writes(request: Any, context: aio.ServicerContext) -> Any:  # writes with context.write
+            await _refuse_malformed(request, context)
+            return await out(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(out_writes, request_deserializer=decode, response_serializer=ser)
+    if handler.stream_stream is not None:
+        both = handler.stream_stream
+
+        async def stream(requests: AsyncIterator[Any], context: aio.ServicerContext) -> AsyncIterator[Any]:
+            async def checked() -> AsyncIterator[Any]:
+                async for request in requests:
+                    await _refuse_malformed(request, context)
+                    yield request
+
+            async for item in both(checked(), context):
+                yield item
+
+        return grpc.stream_stream_rpc_method_handler(stream, request_deserializer=decode, response_serializer=ser)
+    return handler
+
+
 class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, keys: auth.KeyStore | None, budgets: Budgets, *, require_deadline: bool = False,
                  max_call_s: float = 30.0) -> None:
@@ -62,7 +151,7 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         return min(float(remaining), self.max_call_s)
 
     async def _principal(self, context: aio.ServicerContext, method: str) -> auth.Principal:
-        role = auth.METHOD_ROLES[method]
+        role = auth.METHOD_ROLES.get(method, "admin")  # an RPC without a role of its own is the admin's
         if self.keys is None:
             return auth.ANONYMOUS
         token = ""
@@ -75,6 +164,12 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         if not principal.may(role):
             raise auth.PermissionDenied(f"this API key lacks the {role!r} role needed for {method}")
         return principal
+
+    async def _caller(self, context: aio.ServicerContext, method: str) -> str:
+        """Authenticate; the caller's name for its budget (its key, or its address without keys)."""
+        principal = await self._principal(context, method)
+        auth.current.set(principal)
+        return principal.key_id if self.keys is not None else (context.peer() or "peer").rsplit(":", 1)[0]
 
     async def _fail(self, context: aio.ServicerContext, method: str, exc: BaseException) -> None:
         code = status_for(exc)
@@ -90,56 +185,56 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         service, _, method = details.method.lstrip("/").partition("/")
-        if handler is None or service != SERVICE or method not in auth.METHOD_ROLES:
-            return handler  # health, reflection: open to probes
-
-        async def enter(context: aio.ServicerContext, cost: float) -> tuple[auth.Principal, str]:
-            principal = await self._principal(context, method)
-            caller = principal.key_id if self.keys is not None else (context.peer() or "peer").rsplit(":", 1)[0]
-            self.budgets.acquire(caller, cost)
-            auth.current.set(principal)
-            return principal, caller
-
+        if handler is None:
+            return handler
+        if service != SERVICE:
+            return guarded(handler)  # health, reflection: open to probes
+        decode = tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
-            inner = handler.unary_unary
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary), request_deserializer=decode,
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream is not None:
+            inner_out = handler.unary_stream
 
-            async def unary(request: Any, context: aio.ServicerContext) -> Any:
-                start = time.perf_counter()
-                caller = None
-                code = grpc.StatusCode.OK
-                with telemetry.rpc_span(method) as span:
-                    try:
-                        limit = self._time_limit(context)
-                        _, caller = await enter(context, max(1, len(getattr(request, "items", ()))))
-                        try:
-                            async with asyncio.timeout(limit):
-                                return await inner(request, context)
-                        except TimeoutError as exc:
-                            raise errors.DeadlineExceeded(f"the call took longer than its {limit:.3f} s") from exc
-                    except (aio.AbortError, grpc.RpcError):
-                        raise
-                    except Exception as exc:
-                        code = status_for(exc)
-                        telemetry.mark_error(span, code.name, exc)
-                        await self._fail(context, method, exc)
-                    finally:
-                        if caller is not None:
-                            self.budgets.release(caller)
-                        telemetry.record_rpc(method, code.name, time.perf_counter() - start)
+            async def out_stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+                async for item in self._streamed(method, lambda: inner_out(well_formed(request), context), context):
+                    yield item
 
-            return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=handler.request_deserializer,
-                                                       response_serializer=handler.response_serializer)
+            return grpc.unary_stream_rpc_method_handler(out_stream, request_deserializer=decode,
+                                                        response_serializer=handler.response_serializer)
+        if handler.stream_stream is not None:
+            inner_stream = handler.stream_stream
 
-        async def streamed(items: AsyncIterator[Any], context: aio.ServicerContext) -> AsyncIterator[Any]:
-            """A streaming call's answers, with the same authentication, budget, trace and errors."""
+            async def stream(requests: AsyncIterator[Any], context: aio.ServicerContext) -> AsyncIterator[Any]:
+                async for item in self._streamed(
+                        method, lambda: inner_stream(well_formed_stream(requests), context), context):
+                    yield item
+
+            return grpc.stream_stream_rpc_method_handler(stream, request_deserializer=decode,
+                                                         response_serializer=handler.response_serializer)
+        return handler
+
+    def _unary(self, method: str, inner: Callable[[Any, aio.ServicerContext], Awaitable[Any]]
+               ) -> Callable[[Any, aio.ServicerContext], Awaitable[Any]]:
+        """A unary call with authentication, its budget (one token per item), a time limit, a trace and errors."""
+
+        async def unary(request: Any, context: aio.ServicerContext) -> Any:
             start = time.perf_counter()
             caller = None
             code = grpc.StatusCode.OK
             with telemetry.rpc_span(method) as span:
                 try:
-                    _, caller = await enter(context, 1)
-                    async for item in items:
-                        yield item
+                    limit = self._time_limit(context)
+                    deadline.set_within(limit)  # the hot path answers UNAVAILABLE before it (H7)
+                    name = await self._caller(context, method)
+                    self.budgets.acquire(name, max(1, len(getattr(request, "items", ()))))
+                    caller = name
+                    try:
+                        async with asyncio.timeout(limit):
+                            return await inner(well_formed(request), context)
+                    except TimeoutError as exc:
+                        raise errors.DeadlineExceeded(f"the call took longer than its {limit:.3f} s") from exc
                 except (aio.AbortError, grpc.RpcError):
                     raise
                 except Exception as exc:
@@ -151,23 +246,30 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                         self.budgets.release(caller)
                     telemetry.record_rpc(method, code.name, time.perf_counter() - start)
 
-        if handler.unary_stream is not None:
-            inner_out = handler.unary_stream
+        return unary
 
-            async def out_stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-                async for item in streamed(inner_out(request, context), context):
+    async def _streamed(self, method: str, answers: Callable[[], AsyncIterator[Any]],
+                        context: aio.ServicerContext) -> AsyncIterator[Any]:
+        """A streaming call's answers, with the same authentication, trace and errors; the stream takes
+        one of the caller's stream slots (not a unary one), and its items are charged as they come."""
+        start = time.perf_counter()
+        caller = None
+        code = grpc.StatusCode.OK
+        with telemetry.rpc_span(method) as span:
+            try:
+                name = await self._caller(context, method)
+                self.budgets.open_stream(name)
+                caller = name
+                overload.current.set((self.budgets, name))
+                async for item in answers():
                     yield item
-
-            return grpc.unary_stream_rpc_method_handler(out_stream, request_deserializer=handler.request_deserializer,
-                                                        response_serializer=handler.response_serializer)
-
-        if handler.stream_stream is not None:
-            inner_stream = handler.stream_stream
-
-            async def stream(request_iterator: AsyncIterator[Any], context: aio.ServicerContext) -> AsyncIterator[Any]:
-                async for item in streamed(inner_stream(request_iterator, context), context):
-                    yield item
-
-            return grpc.stream_stream_rpc_method_handler(stream, request_deserializer=handler.request_deserializer,
-                                                         response_serializer=handler.response_serializer)
-        return handler
+            except (aio.AbortError, grpc.RpcError):
+                raise
+            except Exception as exc:
+                code = status_for(exc)
+                telemetry.mark_error(span, code.name, exc)
+                await self._fail(context, method, exc)
+            finally:
+                if caller is not None:
+                    self.budgets.close_stream(caller)
+                telemetry.record_rpc(method, code.name, time.perf_counter() - start)

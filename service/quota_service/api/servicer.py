@@ -15,13 +15,16 @@ from quota.v1 import quota_pb2_grpc as pb_grpc
 from quota_service import auth
 from quota_service.admin import Admin
 from quota_service.alerts import AlertFeed
+from quota_service.api import overload
 from quota_service.api.interceptors import status_for
+from quota_service.catalogue.top_ups import NotSelfService
 from quota_service.domain import model
 from quota_service.domain import validation as v
 from quota_service.errors import FailedPrecondition, InvalidArgument, NotFound, QuotaError, StorageError
 from quota_service.hotpath import HotPath, ReserveRequest
 from quota_service.reports import AccountReports, UsageReports
 from quota_service.subscriptions import SubscriptionInfo, Subscriptions
+from quota_service.verify import Verifier, VerifyPage
 
 log = logging.getLogger(__name__)
 MAX_BATCH_ITEMS = 1000
@@ -79,6 +82,17 @@ def subscription_pb(s: SubscriptionInfo) -> pb.Subscription:
         pending_change=None if not s.pending else pb.PlanChange(
             plan=s.pending["plan"], interval=s.pending["interval"], packs=dict(s.pending["packs"] or {}),
             effective_at_ms=s.cycle_end_ms))
+
+
+def verify_page_pb(page: VerifyPage) -> pb.VerifyPage:
+    return pb.VerifyPage(
+        accounts=len(page.accounts), grants=sum(a.grants for a in page.accounts),
+        differences=[pb.VerifyDifference(account_id=d.account_id, grant_id=d.grant_id, store=d.store, field=d.field,
+                                         expected=d.expected, actual=d.actual, detail=d.detail, repaired=d.repaired)
+                     for d in page.differences],
+        in_flight=[a.account_id for a in page.accounts if a.redis == "in_flight"],
+        rebuilt=[a.account_id for a in page.accounts if a.redis == "rebuilt"],
+        last_account_id=page.last_account_id)
 
 
 def _action_from_pb(value: int, field: str) -> str:
@@ -177,11 +191,17 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
             bucket = v.ident("grant.meter", g.meter)
         else:
             bucket = model.wallet_bucket(v.currency("grant.currency", g.currency))
-        spec = model.GrantSpec(bucket=bucket, amount=g.amount, source=g.source or "topup",
-                               priority=g.priority if g.priority else 100, overdraft_limit=g.overdraft_limit,
-                               starts_at_ms=g.starts_at_ms, expires_at_ms=g.expires_at_ms, label=g.label,
-                               grant_id=g.grant_id)
-        state, replayed = await self.admin.top_up(request.account_id, spec, request.idempotency_key)
+        # priority 0 is a priority: unset (None) is the kind's priority, or 100 for an ad-hoc grant
+        spec = model.GrantSpec(bucket=bucket, amount=g.amount, source=g.source,
+                               priority=g.priority if g.HasField("priority") else None,
+                               overdraft_limit=g.overdraft_limit, starts_at_ms=g.starts_at_ms,
+                               expires_at_ms=g.expires_at_ms, label=g.label, grant_id=g.grant_id, kind=g.kind)
+        # a key without the admin role (the self_service role) may only make self-service kinds (QC13)
+        try:
+            state, replayed = await self.admin.top_up(request.account_id, spec, request.idempotency_key,
+                                                      self_service=not auth.current.get().may("admin"))
+        except NotSelfService as exc:
+            raise auth.PermissionDenied(str(exc)) from exc
         return pb.TopUpResponse(grant=grant_pb(state), replayed=replayed)
 
     async def Adjust(self, request: pb.AdjustRequest, context: aio.ServicerContext) -> pb.TopUpResponse:
@@ -280,11 +300,30 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         async for event in self.alerts.watch(request):
             yield event
 
-    async def _requests(self, items: list[tuple[pb.ReserveRequest, int]]) -> list[ReserveRequest | BaseException]:
-        """Validate and authorize each item on its own; a bad item becomes its own error."""
+    async def Verify(self, request: pb.VerifyRequest, context: aio.ServicerContext) -> AsyncIterator[pb.VerifyPage]:
+        """N4: the ledger against the Postgres projection and Redis, page by page; Redis repaired by a rebuild."""
+        v.ident("account_id", request.account_id, required=False)
+        v.ident("after_account_id", request.after_account_id, required=False)
+        if not 0 <= request.page_size <= 1000:
+            raise InvalidArgument("page_size", "must be 1..1000 (0 = 100)")
+        if request.account_id:
+            await self._scope(request.account_id)
+        elif self.keys is not None and "*" not in auth.current.get().accounts:
+            raise auth.PermissionDenied("account_id: checking every account needs a key for every account")
+        verifier = Verifier(self.hot.ledger, self.hot.store, self.hot.rebuilder, self.hot.clock)
+        async for page in verifier.pages(request.account_id, page_size=request.page_size or 100,
+                                         after=request.after_account_id):
+            yield verify_page_pb(page)
+
+    async def _requests(self, items: list[tuple[pb.ReserveRequest, int]],
+                        charge: bool = False) -> list[ReserveRequest | BaseException]:
+        """Validate and authorize each item on its own; a bad item becomes its own error. charge: a stream's
+        items, each charged to the caller's budget (an item past it is RESOURCE_EXHAUSTED)."""
         out: list[ReserveRequest | BaseException] = []
         for req, mode in items:
             try:
+                if charge:
+                    overload.charge_item()
                 name = _MODES.get(mode)
                 if name is None:
                     raise InvalidArgument("mode", "must be RESERVE, CONSUME or CHECK")
@@ -297,9 +336,10 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
                 out.append(exc)
         return out
 
-    async def _decide_items(self, items: list[tuple[pb.ReserveRequest, int]], tags: list[int]) -> list[pb.ItemResult]:
+    async def _decide_items(self, items: list[tuple[pb.ReserveRequest, int]], tags: list[int],
+                            charge: bool = False) -> list[pb.ItemResult]:
         try:
-            results = await self.hot.reserve_many(await self._requests(items))
+            results = await self.hot.reserve_many(await self._requests(items, charge))
         except QuotaError as exc:  # the whole group failed (a backend is down): every item says so
             results = [exc] * len(items)
         out = []
@@ -330,7 +370,7 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         # Requests that arrive while a group is being decided form the next group (like group commit):
         # under load a stream is decided in large groups, one script call per account per group.
         inbox: asyncio.Queue[pb.StreamReserveRequest | None] = asyncio.Queue(MAX_STREAM_IN_FLIGHT)
-        out: asyncio.Queue[pb.ItemResult | None] = asyncio.Queue()
+        out: asyncio.Queue[pb.ItemResult | None] = asyncio.Queue(MAX_BATCH_ITEMS)  # bounded: a caller not reading stalls
 
         async def read() -> None:
             try:
@@ -354,7 +394,7 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
                             group.append(nxt)
                     if group:
                         for result in await self._decide_items([(r.item, r.mode) for r in group],
-                                                               [r.tag for r in group]):
+                                                               [r.tag for r in group], charge=True):
                             await out.put(result)
             finally:
                 await out.put(None)
@@ -363,6 +403,9 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         try:
             while (result := await out.get()) is not None:
                 yield result
+            for t in tasks:  # a request that could not be read (malformed bytes) fails the stream
+                if t.done() and not t.cancelled() and (exc := t.exception()) is not None:
+                    raise exc
         finally:
             for t in tasks:
                 t.cancel()

@@ -39,11 +39,9 @@ from quota_service.catalogue.model import (
     METER_KINDS,
     NOTIFY,
     ONCE_PER,
-    PAYMENT,
     PLAN_KINDS,
     PRICE_CATEGORIES,
     RECURRENCE,
-    REDUCTION,
     REPORT_KINDS,
     SOURCES,
     TRIAL_DENIALS,
@@ -518,12 +516,12 @@ class _Parser:
         settlement = None
         if "settlement" in w:
             sp = _join(path, "settlement")
-            s = _mapping(w["settlement"], sp, ("negative", "from", "in_usage_report"))
+            s = _mapping(w["settlement"], sp, ("negative", "from"))
             negative = _name(s["negative"], _join(sp, "negative"))
             source = _name(s["from"], _join(sp, "from"))
             if negative == source:
                 _fail(_join(sp, "from"), "must differ from negative")
-            settlement = Settlement(negative, source, _bool(s["in_usage_report"], _join(sp, "in_usage_report")))
+            settlement = Settlement(negative, source)
         return Wallet(currency, title, exponent, carry_over, _frozen(top_ups), auto, settlement)
 
     def price_table(self, name: str, raw: Any, path: str) -> PriceTable:
@@ -756,12 +754,10 @@ class _Parser:
 
     def pack(self, name: str, raw: Any, path: str) -> Pack:
         k = _mapping(raw, path, ("title", "meter", "amount", "price", "recurrence", "at_cycle_end", "priority"),
-                     ("payment", "prorated", "reduction_effective", "carry_over_cycles", "overdraft_limit", "source",
+                     ("carry_over_cycles", "overdraft_limit", "source",
                       "self_service", "plans", "label", "description"))
         _text(k.get("description", ""), _join(path, "description"), max_len=4000)
         recurrence = _choice(k["recurrence"], _join(path, "recurrence"), RECURRENCE)
-        if "reduction_effective" in k and recurrence != "every_cycle":
-            _fail(_join(path, "reduction_effective"), "is only used with recurrence: every_cycle")
         at_end = _choice(k["at_cycle_end"], _join(path, "at_cycle_end"), ("reset", "carry_over", "expire"))
         pp = _join(path, "price")
         price = _mapping(k["price"], pp, ("currency", "amount_minor"))
@@ -772,10 +768,7 @@ class _Parser:
             self._by_interval(k["amount"], _join(path, "amount"), money=False),
             _currency(price["currency"], _join(pp, "currency")),
             self._by_interval(price["amount_minor"], _join(pp, "amount_minor"), money=True),
-            recurrence, _choice(k.get("payment", "prepaid"), _join(path, "payment"), PAYMENT),
-            _bool(k.get("prorated", False), _join(path, "prorated")),
-            _choice(k.get("reduction_effective", "next_cycle"), _join(path, "reduction_effective"), REDUCTION),
-            at_end, self._carry_cycles(k, path, at_end),
+            recurrence, at_end, self._carry_cycles(k, path, at_end),
             _int(k.get("overdraft_limit", 0), _join(path, "overdraft_limit")),
             _int(k["priority"], _join(path, "priority"), hi=MAX_PRIORITY),
             _choice(k.get("source", "pack"), _join(path, "source"), SOURCES),

@@ -40,8 +40,6 @@ ALERT_WHEN = ("pct_left_at_most", "pct_used_at_least", "exhausted")
 NOTIFY = ("banner", "email")
 ONCE_PER = ("account", "subscription")
 RECURRENCE = ("once", "every_cycle")
-PAYMENT = ("prepaid", "postpaid")
-REDUCTION = ("next_cycle", "immediate")
 TRIGGERS = ("insufficient_balance",)
 REPORT_KINDS = ("csv", "trend")
 PRICE_CATEGORIES = ("marketing", "utility", "authentication", "authentication_international", "service")
@@ -241,10 +239,7 @@ class Pack:
     amount: Mapping[str, int]  # units, per billing interval of the plans that sell it
     price_currency: str
     price_minor: Mapping[str, int]  # per billing interval
-    recurrence: str  # once | every_cycle (renewed each cycle until reduced)
-    payment: str
-    prorated: bool
-    reduction_effective: str
+    recurrence: str  # once | every_cycle (renewed each cycle until reduced, from the next cycle)
     at_cycle_end: str
     carry_over_cycles: int | None
     overdraft_limit: int
@@ -281,11 +276,11 @@ class AutoTopUp:
 
 @dataclass(frozen=True)
 class Settlement:
-    """A negative ``negative`` grant is paid off automatically from the ``from_`` grant."""
+    """A negative ``negative`` grant is paid off automatically from the ``from_`` grant (``settle``
+    entries: transactions, never usage)."""
 
     negative: str
     from_: str
-    in_usage_report: bool
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from quota_service.errors import IdempotencyMismatch
 
 GRANTED = "GRANTED"
 DENIED = "DENIED"
@@ -114,6 +117,8 @@ class MeterPolicy:
     slice_s: int = 0
     # overage priced by a table (QC10): the JSON the scripts read (see reserve_item in _prelude.lua)
     price_table: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    # the catalogue's delivery channels per threshold (percent left -> banner, email), for alert delivery
+    alert_notify: tuple[tuple[int, tuple[str, ...]], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"p": self.overage_price_minor, "c": self.overage_currency,
@@ -132,6 +137,8 @@ class MeterPolicy:
             out["sl"] = self.slice_s
         if self.price_table is not None:
             out["pt"] = self.price_table
+        if self.alert_notify:
+            out["an"] = {str(pct): list(channels) for pct, channels in self.alert_notify}
         return out
 
     @classmethod
@@ -141,20 +148,21 @@ class MeterPolicy:
         by_feature = tuple(sorted((f, ACTIONS[int(a)]) for f, a in (raw.get("xf") or {}).items()))
         return cls(meter, int(raw["p"]), raw["c"], ACTIONS[int(raw["x"])], tuple(int(a) for a in raw["al"]),
                    features, raw.get("dr", ""), unique, by_feature, bool(raw.get("cap")), int(raw.get("sl", 0)),
-                   raw.get("pt"))
+                   raw.get("pt"), tuple((int(p), tuple(c)) for p, c in sorted((raw.get("an") or {}).items())))
 
 
 @dataclass(frozen=True)
 class GrantSpec:
     bucket: str
     amount: int
-    source: str = "topup"
-    priority: int = 100
+    source: str = ""  # "" = the kind's source, else topup
+    priority: int | None = None  # None = the kind's priority, else 100
     overdraft_limit: int = 0
     starts_at_ms: int = 0
     expires_at_ms: int = 0
     label: str = ""
     grant_id: str = ""
+    kind: str = ""  # a top-up kind of the account's catalogue (a wallet's top_ups, or a pack); "" = ad hoc
 
 
 @dataclass(frozen=True)
@@ -189,9 +197,10 @@ class BucketTotals:
     remaining_pct: float
 
 
-def bucket_totals(grants: list[GrantState], now_ms: int) -> list[BucketTotals]:
-    """Per-bucket sums over live grants, in bucket name order (R1)."""
-    sums: dict[str, list[int]] = {}
+def bucket_totals(grants: list[GrantState], now_ms: int, known: Iterable[str] = ()) -> list[BucketTotals]:
+    """Per-bucket sums over live grants, in bucket name order (R1); every bucket in `known` (the
+    account's meters and wallets) is listed too, with zeros when it has no live grant (FB8)."""
+    sums: dict[str, list[int]] = {b: [0, 0, 0] for b in known}
     for g in grants:
         if not g.live(now_ms):
             continue
@@ -234,3 +243,62 @@ def canonical_hash(*parts: object) -> str:
 
     return hashlib.blake2b(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode(),
                            digest_size=12).hexdigest()
+
+
+# The parameters of each idempotent request, in the order its fingerprint lists them (the first part
+# of a fingerprint is the request's kind). A key reused with other parameters is refused naming them.
+_RESERVE = ("meter", "amount", "ttl_ms", "dedup_key", "dedup_window_s", "attributes", "feature")
+REQUEST_FIELDS: dict[str, tuple[str, ...]] = {
+    "reserve": _RESERVE, "consume": _RESERVE,
+    "commit": ("reservation_id", "actual_amount"), "release": ("reservation_id", "actual_amount"),
+    "create_account": ("org_id", "time_zone", "policies"),
+    "top_up": ("grant.meter/currency", "grant.amount", "grant.source", "grant.priority", "grant.overdraft_limit",
+               "grant.starts_at_ms", "grant.expires_at_ms", "grant.label", "grant.grant_id", "kind"),
+    "set_status": ("status",), "adjust": ("grant_id", "amount", "reason"), "change_owner": ("owner_id",),
+    "subscribe": ("product", "plan", "interval", "starts_at_ms", "packs"),
+    "change_plan": ("plan", "interval", "packs", "when"), "extend": ("days",),
+}
+_PART = 4  # hex digits per parameter's digest: enough to name what differs, not to decide it
+
+
+def _digest(part: object) -> str:
+    import hashlib
+
+    return hashlib.blake2b(json.dumps(part, sort_keys=True, separators=(",", ":")).encode(),
+                           digest_size=_PART // 2).hexdigest()
+
+
+def request_fingerprint(*parts: object) -> str:
+    """`canonical_hash` of the request (which alone decides whether two requests are the same, H4),
+    then a short digest of each part, so that a key reused with other parameters can be refused
+    naming them: "<hash>.<kind><param 1><param 2>..."."""
+    return canonical_hash(*parts) + "." + "".join(_digest(p) for p in parts)
+
+
+def same_request(a: str, b: str) -> bool:
+    """Whether two fingerprints (or bare hashes, as stored before fingerprints) are of one request."""
+    return a.partition(".")[0] == b.partition(".")[0]
+
+
+def request_difference(mine: str, first: str) -> tuple[str, tuple[str, ...]]:
+    """What differs between this request and the key's first one: the first one's kind when it was
+    another kind of request, else the parameters that differ; ("", ()) when it cannot be told (a
+    hash stored without digests, or digests that happen to agree)."""
+    a, b = mine.partition(".")[2], first.partition(".")[2]
+    kinds = {_digest(k): k for k in REQUEST_FIELDS}
+    mine_kind = kinds.get(a[:_PART])
+    if mine_kind is None or len(b) < _PART:
+        return "", ()
+    if a[:_PART] != b[:_PART]:
+        return kinds.get(b[:_PART], "different kind of"), ()
+    names = REQUEST_FIELDS[mine_kind][:len(a) // _PART - 1]  # a request may end before its later parameters
+    if len(a) != len(b) or len(a) != _PART * (len(names) + 1):
+        return "", ()
+    return "", tuple(n for i, n in enumerate(names, 1) if a[i * _PART:(i + 1) * _PART] != b[i * _PART:(i + 1) * _PART])
+
+
+def idempotency_mismatch(key: str, mine: str, first: str, first_kind: str = "") -> IdempotencyMismatch:
+    """The ALREADY_EXISTS error for a key first used by the request fingerprinted `first` (of kind
+    `first_kind`, when the caller knows it), naming what differs."""
+    kind, fields = request_difference(mine, first)
+    return IdempotencyMismatch(key, first_kind=first_kind or kind, fields=fields)

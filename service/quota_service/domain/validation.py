@@ -20,6 +20,9 @@ MAX_ATTRS = 16
 MAX_ATTR_LEN = 256
 MAX_DEDUP_WINDOW_S = 400 * 86_400
 MAX_TIME_MS = 32_503_679_999_000  # 2999-12-31T23:59:59Z: below 1e14, so exact in the scripts
+# Administration input (N10): an account's meter policies and each policy's alert thresholds
+MAX_POLICIES = 64
+MAX_ALERT_THRESHOLDS = 10
 
 _ID = re.compile(r"[A-Za-z0-9._:@-]+")
 _CURRENCY = re.compile(r"[A-Z]{3}")

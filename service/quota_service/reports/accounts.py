@@ -8,7 +8,7 @@ accounts_sql.py.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +44,9 @@ def _grant_pb(g: GrantState) -> pb.GrantBalance:
                            expires_at_ms=g.expires_at_ms, label=g.label)
 
 
-def _meters_pb(grants: list[GrantState], now_ms: int) -> list[pb.MeterBalance]:
+def _meters_pb(grants: list[GrantState], now_ms: int, known: Iterable[str] = ()) -> list[pb.MeterBalance]:
     return [pb.MeterBalance(bucket=m.bucket, granted=m.granted, used=m.used, held=m.held, remaining=m.remaining,
-                            remaining_pct=m.remaining_pct) for m in bucket_totals(grants, now_ms)]
+                            remaining_pct=m.remaining_pct) for m in bucket_totals(grants, now_ms, known)]
 
 
 def _transaction_pb(r: asyncpg.Record, overage_labels: Mapping[str, str] | None = None) -> pb.Transaction:
@@ -103,10 +103,12 @@ class _Cycle:
 
 
 class AccountReports:
-    def __init__(self, ledger: PostgresLedger, clock: Clock, catalogues: CatalogueSet | None) -> None:
+    def __init__(self, ledger: PostgresLedger, clock: Clock, catalogues: CatalogueSet | None,
+                 tokens: cursor.PageTokens) -> None:
         self.ledger = ledger
         self.clock = clock
         self.catalogues = catalogues
+        self.tokens = tokens
 
     async def _read(self, fn: Any) -> Any:
         """Run `fn(conn)` in one read-only snapshot. Domain errors are returned by `fn`, not raised in
@@ -129,6 +131,18 @@ class AccountReports:
         if p is None:
             return {}
         return {m: spec.overage.label for m, spec in p.policies.items() if spec.overage is not None}
+
+    def _plan_meters(self, product: str | None, plan: str | None) -> set[str]:
+        """The meters a plan sets policies for (subscriptions.py: its policies and capacity meters)."""
+        cat = self.catalogues.get(product) if self.catalogues is not None and product else None
+        p = cat.plans.get(plan) if cat is not None and plan else None
+        return set(p.policies) | set(p.capacity) if p is not None else set()
+
+    def _policy_meters_at(self, policies: asyncpg.Record, cycle: asyncpg.Record | None) -> set[str]:
+        """The meters with a policy at a past time: the account's own (its policies now, less those of
+        its plan now) and those of the plan of the cycle in force then."""
+        own = set(policies["meters"]) - self._plan_meters(policies["product"], policies["plan"])
+        return own | (self._plan_meters(cycle["product"], cycle["plan"]) if cycle is not None else set())
 
     async def balance_as_of(self, account_id: str, meter: str, as_of_ms: int) -> pb.Balance:
         """The balance at as_of_ms as GetBalance answered it then: every row stamped at or before
@@ -153,9 +167,14 @@ class AccountReports:
             states = await _states_at(conn, account_id, as_of_ms, inclusive=True, created_ms=acct["created_ms"],
                                       now_ms=now)
             cycle = await conn.fetchrow(sql.CYCLE_AT, account_id, as_of_ms)
-            return status, infos, states, cycle
+            policies = await conn.fetchrow(sql.POLICY_METERS, account_id)
+            return status, infos, states, cycle, policies
 
-        status, infos, states, cycle = await self._read(read)
+        status, infos, states, cycle, policies = await self._read(read)
+        # the account's meters and wallets as the live balance listed them (balance.lua): every bucket
+        # with a grant made by then, live or ended, and every meter with a policy then, zeros included
+        known = {g.bucket for g in infos.values() if g.created_ms <= as_of_ms} | self._policy_meters_at(policies, cycle)
+        known = {b for b in known if not meter or b == meter}
         grants = []
         for gid, g in infos.items():
             granted, used, held = states.get(gid, [0, 0, 0])
@@ -169,7 +188,7 @@ class AccountReports:
                                      g.starts_at_ms, g.expires_at_ms, g.label))
         grants.sort(key=lambda g: (g.bucket, g.priority, g.expires_at_ms or 2**62, g.grant_id))
         return pb.Balance(account_id=account_id, status=_STATUS_TO_PB.get(status, pb.ACCOUNT_STATUS_UNSPECIFIED),
-                          meters=_meters_pb(grants, as_of_ms), grants=[_grant_pb(g) for g in grants],
+                          meters=_meters_pb(grants, as_of_ms, known), grants=[_grant_pb(g) for g in grants],
                           as_of_ms=as_of_ms, cycle_start_ms=cycle["cycle_start_ms"] if cycle else 0,
                           cycle_end_ms=cycle["cycle_end_ms"] if cycle else 0)
 
@@ -196,10 +215,10 @@ class AccountReports:
         after_ms: int | None = None
         after_id: int | None = None
         if req.page_token:
-            pos = cursor.decode("transactions", req.page_token)
-            if pos.get("a") != account_id:
+            pos = self.tokens.decode("transactions", req.page_token, {"a": str, "t": int, "e": int})
+            if pos["a"] != account_id:
                 raise InvalidArgument("page_token", "belongs to another account")
-            after_ms, after_id = int(pos["t"]), int(pos["e"])
+            after_ms, after_id = pos["t"], pos["e"]
 
         async def read(conn: asyncpg.Connection) -> Any:
             if await conn.fetchval(sql.ACCOUNT, account_id) is None:
@@ -213,7 +232,7 @@ class AccountReports:
         page = pb.TransactionPage(transactions=[_transaction_pb(r, labels) for r in rows[:size]])
         if len(rows) > size:
             last = rows[size - 1]
-            page.next_page_token = cursor.encode("transactions", {"a": account_id, "t": last["at_ms"],
+            page.next_page_token = self.tokens.encode("transactions", {"a": account_id, "t": last["at_ms"],
                                                                   "e": last["entry_id"]})
         return page
 
@@ -291,18 +310,22 @@ class AccountReports:
         size = cursor.page_size(req.page_size)
         after: str | None = None
         if req.page_token:
-            pos = cursor.decode("accounts", req.page_token)
-            if pos.get("o") != org_id:
+            pos = self.tokens.decode("accounts", req.page_token, {"o": str, "a": str})
+            if pos["o"] != org_id:
                 raise InvalidArgument("page_token", "belongs to another organization")
-            after = str(pos["a"])
+            after = pos["a"]
         now = self.clock.now_ms()
 
         async def read(conn: asyncpg.Connection) -> Any:
             accts = await conn.fetch(sql.ORG_ACCOUNTS, org_id, after, size + 1)
             ids = [a["account_id"] for a in accts[:size]]
-            return accts, await conn.fetch(sql.LIVE_GRANTS, ids, now), await conn.fetch(sql.DUE_HOLDS_OF, ids, now)
+            return (accts, await conn.fetch(sql.LIVE_GRANTS, ids, now), await conn.fetch(sql.DUE_HOLDS_OF, ids, now),
+                    await conn.fetch(sql.KNOWN_BUCKETS, ids))
 
-        accts, grant_rows, holds = await self._read(read)
+        accts, grant_rows, holds, bucket_rows = await self._read(read)
+        known: dict[str, list[str]] = {}  # every meter and wallet of the account, as its balance lists them
+        for r in bucket_rows:
+            known.setdefault(r["account_id"], []).append(r["bucket"])
         returned: dict[tuple[str, str], int] = {}
         for h in holds:
             for part in h["rows"] or ():
@@ -322,10 +345,10 @@ class AccountReports:
                 account_id=a["account_id"], org_id=a["org_id"], owner_id=a["owner_id"],
                 status=_STATUS_TO_PB.get(a["status"], pb.ACCOUNT_STATUS_UNSPECIFIED), product=a["product"],
                 plan=a["plan"], interval=a["interval"], cycle_end_ms=a["cycle_end_ms"],
-                meters=_meters_pb(grants, now), next_expiry_ms=min(expiries, default=0),
+                meters=_meters_pb(grants, now, known.get(a["account_id"], ())), next_expiry_ms=min(expiries, default=0),
                 pending_change=None if not a["pending"] else pb.PlanChange(
                     plan=a["pending"]["plan"], interval=a["pending"]["interval"],
                     packs=dict(a["pending"]["packs"] or {}), effective_at_ms=a["cycle_end_ms"])))
         if len(accts) > size:
-            page.next_page_token = cursor.encode("accounts", {"o": org_id, "a": accts[size - 1]["account_id"]})
+            page.next_page_token = self.tokens.encode("accounts", {"o": org_id, "a": accts[size - 1]["account_id"]})
         return page

@@ -179,6 +179,22 @@ SELECT account_id, rows FROM holds
 
 # the subscription cycle in force at $2 (subscription_cycles keeps every cycle with its bounds)
 CYCLE_AT = """
-SELECT cycle_start_ms, cycle_end_ms FROM subscription_cycles
+SELECT cycle_start_ms, cycle_end_ms, product, plan FROM subscription_cycles
  WHERE account_id = $1 AND cycle_start_ms <= $2 AND cycle_end_ms > $2
  ORDER BY cycle_no DESC LIMIT 1"""
+
+# the meters and wallets of several accounts, as their balances list them (R1, FB8): every bucket
+# with a grant, live or ended, and every meter with a policy
+KNOWN_BUCKETS = """
+SELECT account_id, bucket FROM grants WHERE account_id = ANY($1::text[])
+ UNION
+SELECT a.account_id, m FROM accounts a, jsonb_object_keys(coalesce(a.policies, '{}')) AS m
+ WHERE a.account_id = ANY($1::text[])"""
+
+# the meters the account has a policy for now, and its subscription's product and plan now: a
+# balance lists those meters, zeros included (R1, FB8)
+POLICY_METERS = """
+SELECT (SELECT coalesce(array_agg(m ORDER BY m), '{}') FROM accounts, jsonb_object_keys(coalesce(policies, '{}')) AS m
+         WHERE account_id = $1) AS meters,
+       s.product, s.plan
+  FROM (SELECT 1) AS one LEFT JOIN subscriptions s ON s.account_id = $1"""

@@ -51,6 +51,8 @@ QUERY_TIMEOUT_S = 120.0  # a report query may take longer than a hot-path one (t
 MAX_TREND_DAYS = 92
 MAX_TREND_POINTS = 100_000  # series x buckets in one answer (about 3 MB)
 TOKEN_KIND = "usage"
+# a usage token: the last row's (occurred_at in µs, entry_id), the resolved range, the filter's fingerprint
+_TOKEN_FIELDS: dict[str, type] = {"t": int, "e": int, "f": int, "u": int, "h": str}
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,12 @@ def _attrs(raw: Any) -> dict[str, str]:
 
 
 class UsageReports:
-    def __init__(self, ledger: PostgresLedger, clock: Clock, catalogues: CatalogueSet | None) -> None:
+    def __init__(self, ledger: PostgresLedger, clock: Clock, catalogues: CatalogueSet | None,
+                 tokens: cursor.PageTokens) -> None:
         self.ledger = ledger
         self.clock = clock
         self.catalogues = catalogues
+        self.tokens = tokens
 
     # -- shared ---------------------------------------------------------------------------------
 
@@ -128,14 +132,16 @@ class UsageReports:
         size = cursor.page_size(req.page_size)
         position = None
         if req.page_token:
-            position = cursor.decode(TOKEN_KIND, req.page_token)
-            if position.get("h") != f.fingerprint():
+            position = self.tokens.decode(TOKEN_KIND, req.page_token, _TOKEN_FIELDS)
+            if position["h"] != f.fingerprint():
                 raise InvalidArgument("page_token", "was issued for another filter: keep the filter while paging")
         if position is not None:
+            from_ms, to_ms = position["f"], position["u"]
             try:
-                from_ms, to_ms = int(position["f"]), int(position["u"])
-                after_at, after_entry = us_to_dt(int(position["t"])), int(position["e"])
-            except (KeyError, TypeError, ValueError, OverflowError) as exc:
+                if from_ms > to_ms:
+                    raise ValueError("range")
+                after_at, after_entry = us_to_dt(position["t"]), position["e"]
+            except (ValueError, OverflowError) as exc:
                 raise InvalidArgument("page_token", "is not a token this service issued") from exc
             await self._account(f.account_id, "filter.account_id")
         else:
@@ -146,7 +152,7 @@ class UsageReports:
         out = pb.UsagePage(rows=[self._row(f.account_id, r) for r in rows[:size]])
         if len(rows) > size:
             last = rows[size - 1]
-            out.next_page_token = cursor.encode(TOKEN_KIND, {
+            out.next_page_token = self.tokens.encode(TOKEN_KIND, {
                 "t": dt_to_us(last["occurred_at"]), "e": last["entry_id"], "f": from_ms, "u": to_ms,
                 "h": f.fingerprint()})
         return out

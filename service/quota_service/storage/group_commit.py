@@ -29,8 +29,12 @@ class GroupCommitter:
     def __init__(self, apply: Callable[[list[dict[str, Any]]], Awaitable[list[ApplyResult]]], *,
                  writers: int, batch_max: int, timeout_s: float,
                  after_commit: Callable[[list[dict[str, Any]]], Coroutine[Any, Any, None]] | None = None,
-                 after_failure: Callable[[list[dict[str, Any]]], Coroutine[Any, Any, None]] | None = None) -> None:
+                 after_failure: Callable[[list[dict[str, Any]]], Coroutine[Any, Any, None]] | None = None,
+                 on_health: Callable[[], None] | None = None) -> None:
         self._apply = apply
+        self._on_health = on_health  # called when `failing` changes (readiness follows at once)
+        self.failing = False  # the last batch failed (no answer from Postgres in time, or an error)
+        self._started: dict[int, float] = {}  # writer -> time.monotonic() its batch under way started
         self._after_commit = after_commit
         self._after_failure = after_failure
         self._batch_max = batch_max
@@ -44,11 +48,16 @@ class GroupCommitter:
 
     async def submit(self, entry: dict[str, Any]) -> ApplyResult:
         """Queue one entry and wait until its batch is committed (or failed)."""
+        return await asyncio.shield(self.enqueue(entry))
+
+    def enqueue(self, entry: dict[str, Any]) -> asyncio.Future[ApplyResult]:
+        """Queue one entry; its future is resolved when its batch is committed (or failed), whether or
+        not anyone still waits for it."""
         if self._closing:
             raise Unavailable("the service is shutting down")
         fut: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
         self._queues[zlib.crc32(entry["a"].encode()) % len(self._queues)].put_nowait((entry, fut))
-        return await asyncio.shield(fut)
+        return fut
 
     async def _run(self, queue: asyncio.Queue[Item]) -> None:
         while True:
@@ -56,9 +65,11 @@ class GroupCommitter:
             while len(batch) < self._batch_max and not queue.empty():
                 batch.append(queue.get_nowait())
             entries = [e for e, _ in batch]
+            self._started[id(queue)] = time.monotonic()
             try:
                 results = await asyncio.wait_for(self._apply(entries), self._timeout_s)
             except (StorageError, TimeoutError) as exc:
+                self._health(False)
                 err = Unavailable(f"the ledger could not confirm the write: {exc}")
                 for _, fut in batch:
                     if not fut.done():
@@ -72,6 +83,7 @@ class GroupCommitter:
                 log.exception("ledger batch failed; applying its entries one by one")
                 await self._one_by_one(batch)
             else:
+                self._health(True)
                 self.batches += 1
                 self.entries += len(batch)
                 now_ms = time.time() * 1000
@@ -84,6 +96,7 @@ class GroupCommitter:
                     if done:
                         self._spawn(self._after_commit(done))
             finally:
+                self._started.pop(id(queue), None)
                 for _ in batch:
                     queue.task_done()
 
@@ -107,6 +120,19 @@ class GroupCommitter:
             self._spawn(self._after_commit(ok))
         if failed and self._after_failure is not None:
             self._spawn(self._after_failure(failed))
+
+    def stalled_s(self) -> float:
+        """How long the oldest batch under way has waited for Postgres (0: none under way)."""
+        if not self._started:
+            return 0.0
+        return max(0.0, time.monotonic() - min(self._started.values()))
+
+    def _health(self, ok: bool) -> None:
+        if self.failing == (not ok):
+            return
+        self.failing = not ok
+        if self._on_health is not None:
+            self._on_health()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

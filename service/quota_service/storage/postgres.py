@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from quota_service import telemetry
+from quota_service.domain.model import idempotency_mismatch, same_request
 from quota_service.errors import StorageError
 
 T = TypeVar("T")
@@ -210,9 +211,12 @@ class PostgresLedger:
                     body: Callable[[asyncpg.Connection], Awaitable[str]]) -> tuple[str, bool]:
         """Run an administrative change once per idempotency key, in one transaction.
 
-        `body` makes the change and returns the answer to store. Returns (answer, replayed);
-        a key reused with other parameters returns the stored operation for the caller to compare.
+        `body` makes the change and returns the answer to store. Returns (answer, replayed); a key
+        reused with other parameters raises IdempotencyMismatch naming what differs (request_hash is
+        a request fingerprint, domain.model.request_fingerprint).
         """
+
+        first: list[asyncpg.Record] = []  # the key's first use, when this request is not it
 
         async def run(conn: asyncpg.Connection) -> tuple[str, bool]:
             async with conn.transaction():
@@ -221,7 +225,8 @@ class PostgresLedger:
                                             "", now_ms)
                 if status.endswith(" 0"):
                     prev = await conn.fetchrow(Q["operation"], account_id, key)
-                    if prev["request_hash"] != request_hash or prev["kind"] != kind:
+                    if prev["kind"] != kind or not same_request(prev["request_hash"], request_hash):
+                        first.append(prev)
                         return "", False
                     return prev["response"], True
                 answer = await body(conn)
@@ -231,7 +236,12 @@ class PostgresLedger:
                                    "AND idempotency_key = $2", account_id, key, answer)
                 return answer, False
 
-        return await self._call(run)
+        answer, replayed = await self._call(run)
+        if first:  # raised out here: an error inside would cost the pool its connection
+            prev = first[-1]
+            raise idempotency_mismatch(key, request_hash, prev["request_hash"],
+                                       prev["kind"] if prev["kind"] != kind else "")
+        return answer, replayed
 
     async def expire_due(self, now_ms: int, limit: int = 200) -> list[str]:
         """Return holds past their time to their grants (with ledger rows); the accounts touched."""

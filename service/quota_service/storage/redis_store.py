@@ -174,6 +174,14 @@ class RedisStore:
         raw = await self._call(lambda: self.client.hget(self.keys.account(account_id)[0], "ep"))
         return None if raw is None else int(raw)
 
+    async def time_ms(self) -> float:
+        """Redis's clock (TIME): ms since the epoch, with microseconds. In a cluster, the default node's."""
+        if self.cluster:
+            sec, usec = await self._call(lambda: self.client.time(target_nodes=RedisCluster.DEFAULT_NODE))
+        else:
+            sec, usec = await self._call(lambda: self.client.time())
+        return int(sec) * 1000 + int(usec) / 1000
+
     async def ping(self) -> bool:
         try:
             return bool(await self._call(lambda: self.client.ping()))

@@ -158,12 +158,17 @@ local function expire_due(now, grants)
   return grants
 end
 
--- An idempotency record: {h request hash, st 'p' pending | 'c' confirmed, r answer JSON}.
+-- An idempotency record: {h request hash, st 'p' pending | 'c' confirmed | 'l' ledger, r answer JSON}.
+-- 'l' (left by load.lua in place of a pending record): the answer is whatever the ledger holds for
+-- the key; returns nil, true so that a fresh decision that changes nothing asks the ledger (N11).
 local function idem_lookup(key, hash, now)
   local raw = redis.call('GET', key)
   if not raw then return nil end
   local rec = dec(raw)
-  if rec.h ~= hash then return enc({e = 'IDEM_MISMATCH'}) end
+  -- a request fingerprint is "<hash>.<digest of each parameter>": the hash alone says whether two
+  -- requests are the same; the first one's fingerprint goes back to name what differs
+  if string.match(rec.h, '^[^.]*') ~= string.match(hash, '^[^.]*') then return enc({e = 'IDEM_MISMATCH', h = rec.h}) end
+  if rec.st == 'l' then return nil, true end
   if rec.st == 'p' then
     -- unconfirmed past its deadline (its caller never heard back, or the process died): the account
     -- must be rebuilt from Postgres, which then answers this key
@@ -200,8 +205,10 @@ local function reserve_item(ctx, it)
   local now, epoch, grants = ctx.now, ctx.epoch, ctx.grants
   local meter, amount = it.meter, it.amount
   local writes = it.mode ~= 'check'
+  local ask_ledger = false
   if writes then
-    local replay = idem_lookup(it.idem_key, it.hash, now)
+    local replay
+    replay, ask_ledger = idem_lookup(it.idem_key, it.hash, now)
     if replay then return replay end
   end
   if redis.call('HEXISTS', KEYS[1], 'k:' .. meter) == 0 then return enc({e = 'UNKNOWN_METER'}) end
@@ -225,8 +232,9 @@ local function reserve_item(ctx, it)
     if writes and not answer.sq then
       -- a denial or dedup hit is kept in Redis only; if Redis lost state within the replay window,
       -- this may be the retry of a call the ledger recorded: the service asks Postgres (H4)
+      -- the same after a rebuild dropped this key's unconfirmed record (load.lua)
       local lost = redis.call('HGET', KEYS[1], 'lost')
-      if lost and tonumber(lost) + it.idem_ttl > now then answer.chk = true end
+      if ask_ledger or (lost and tonumber(lost) + it.idem_ttl > now) then answer.chk = true end
     end
     local out = enc(answer)
     if writes then
@@ -329,8 +337,9 @@ local function reserve_item(ctx, it)
     for _, name in ipairs(pol.u.a) do
       local value = attrs[name]
       if type(value) == 'string' and value ~= '' then
-        -- a duration meter (KB1) counts each started slice of a conversation's bot time once
-        if pol.sl and name == 'bot_elapsed_s' then value = 's' .. math.floor(tonumber(value) / pol.sl) end
+        -- a duration meter (KB1) counts each started slice of a conversation's bot time once; a
+        -- slice's end belongs to it ("0-15, 16-30, 31-End"): 900 s is slice 0, 901 s slice 1
+        if pol.sl and name == 'bot_elapsed_s' then value = 's' .. math.max(math.ceil(tonumber(value) / pol.sl) - 1, 0) end
         values[#values + 1] = value
       else
         missing = missing or name

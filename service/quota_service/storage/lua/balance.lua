@@ -1,12 +1,24 @@
--- Read an account's grants after returning expired holds (R1).
+-- Read an account's grants after returning expired holds (R1), and the account's meters: every
+-- bucket known to it (a meter or wallet with a grant, live or ended, or with a policy), so that a
+-- balance lists them all, zeros included (R1, FB8).
 --
 -- KEYS[1..5] account state (see _prelude.lua)
 -- ARGV[1] now_ms
--- Returns JSON {e = error} or {st status, ep epoch, g {id: grant}}.
+-- Returns JSON {e = error} or {st status, ep epoch, g {id: grant}, k [bucket]}.
 local now = tonumber(ARGV[1])
 if not_loaded() then return enc({e = 'NOT_LOADED'}) end
 if pending_overdue(now) then return enc({e = 'RELOAD'}) end
 local grants = expire_due(now, nil) or load_grants()
 for _, g in pairs(grants) do g.id = nil end
+local known = {}
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local prefix = string.sub(field, 1, 2)
+  if prefix == 'k:' then known[string.sub(field, 3)] = true
+  elseif string.sub(field, 1, 4) == 'pol:' then known[string.sub(field, 5)] = true end
+end
+local buckets = {}
+for b in pairs(known) do buckets[#buckets + 1] = b end
+table.sort(buckets)
+-- cjson writes an empty table as {}: the service reads a missing or empty k as no buckets
 return enc({st = redis.call('HGET', KEYS[1], 'st'), ep = tonumber(redis.call('HGET', KEYS[1], 'ep')),
-            g = grants})
+            g = grants, k = buckets})

@@ -13,8 +13,17 @@ if current and tonumber(current) >= epoch then return 'KEPT' end
 local lost_before = redis.call('HGET', KEYS[1], 'lost')
 
 -- Idempotency records of mutations that were never confirmed may describe effects Postgres
--- does not have: drop them so a retry is decided afresh (Postgres still rejects a duplicate).
-for _, key in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do redis.call('DEL', key) end
+-- does not have (or has: the process may have died between its commit and the confirmation).
+-- Their answers are dropped and the ledger decides: a retry is decided afresh, Postgres rejects a
+-- duplicate mutation, and a fresh decision that changes nothing (a denial, a dedup hit) is checked
+-- against the ledger's answer for the key (st 'l', see idem_lookup). The snapshot was read under a
+-- new epoch, so the ledger's answer for these keys is final (N11).
+for _, key in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+  local raw = redis.call('GET', key)
+  if raw then
+    redis.call('SET', key, cjson.encode({h = cjson.decode(raw).h, st = 'l'}), 'KEEPTTL')
+  end
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 
 local snap = dec(ARGV[2])

@@ -6,7 +6,7 @@
 -- ARGV[2]  mode             'reserve' (hold), 'consume' (charge now) or 'check' (dry run, no writes)
 -- ARGV[3]  meter
 -- ARGV[4]  amount           units, > 0
--- ARGV[5]  request hash     identifies the parameters bound to the idempotency key
+-- ARGV[5]  request hash     the request fingerprint bound to the idempotency key ("<hash>.<digests>")
 -- ARGV[6]  hold id          id for the new hold (reserve)
 -- ARGV[7]  hold_expires_ms  when the hold expires (reserve)
 -- ARGV[8]  pending_deadline_ms  when an unconfirmed mutation forces a rebuild

@@ -5,13 +5,15 @@
 -- ARGV[2] op                  'commit' or 'release'
 -- ARGV[3] hold id
 -- ARGV[4] actual amount       units used (commit); ignored for release
--- ARGV[5] request hash
+-- ARGV[5] request fingerprint  "<hash>.<digests>" (domain.model.request_fingerprint)
 -- ARGV[6] pending_deadline_ms
 -- ARGV[7] idem_ttl_ms
 -- Returns JSON: {e = error} or a decision whose rows carry per-grant deltas {g, b, du used, dh held}.
 -- Units given back come off the overage first (refunding its money), then off the unit grants
--- in reverse consumption order. A commit above the hold takes the difference like a reservation;
--- if that is not available the hold is left as it was.
+-- in reverse consumption order. A commit above the hold takes the difference like a reservation,
+-- but at the hold's price (hold.pr, the price in force when it was taken: its price table entry or
+-- its interval's price) in the hold's wallet, and straight from the wallet when every unit of the
+-- hold was (an always-charged feature); if that is not available the hold is left as it was.
 local now = tonumber(ARGV[1])
 local op = ARGV[2]
 local hid = ARGV[3]
@@ -52,6 +54,9 @@ for _, r in ipairs(hold.rows) do
   delta(r.g, r.b, 0, -r.a)
   if r.b == meter then unit_rows[#unit_rows + 1] = r else wallet_rows[#wallet_rows + 1] = r end
 end
+-- the wallet the hold's overage is paid from (a hold without overage: the policy's)
+local ov_currency = (pol.pt and pol.pt.cu) or pol.c
+for _, r in ipairs(wallet_rows) do ov_currency = string.sub(r.b, 2) end
 
 local overage_minor = 0
 if actual <= hold.amt then
@@ -83,11 +88,19 @@ else
   end
   -- the hold's own units are still counted as held, so they are not offered twice
   local extra = actual - hold.amt
-  local parts, short = plan_take(ordered(grants, meter, now), extra)
+  local parts, short
+  if hold.amt > 0 and hold.ou >= hold.amt then
+    parts, short = {}, extra  -- every unit of the hold was paid from the wallet (always charged): so is the extra
+  else
+    parts, short = plan_take(ordered(grants, meter, now), extra)
+  end
   if short > 0 then
-    if pol.p <= 0 then return enc({e = 'OVER', avail = extra - short}) end
-    local cost = short * pol.p
-    local wparts, wshort = plan_take(ordered(grants, '$' .. pol.c, now), cost)
+    -- the extra costs what the hold's units cost: the price in force when the hold was taken (its
+    -- price table's category and version, or its plan interval's price), in the hold's wallet
+    local price = hold.pr or 0
+    if price <= 0 or ov_currency == '' then return enc({e = 'OVER', avail = extra - short}) end
+    local cost = short * price
+    local wparts, wshort = plan_take(ordered(grants, '$' .. ov_currency, now), cost)
     if wshort > 0 or cost >= 1e13 then return enc({e = 'OVER', avail = extra - short}) end
     for _, p in ipairs(wparts) do parts[#parts + 1] = p end
     overage_minor = overage_minor + cost
@@ -109,7 +122,7 @@ if actual == 0 then drop_dedup_mark(hold) end
 
 local _, after = meter_totals(grants, meter, now)
 local answer = {st = 'G', rs = '', ac = after > 0 and 0 or pol.x, amt = op == 'release' and hold.amt or actual, dd = false,
-                ov = overage_minor, oc = overage_minor > 0 and pol.c or '', rows = order,
+                ov = overage_minor, oc = overage_minor > 0 and ov_currency or '', rows = order,
                 al = crossed(pol, meter, pct(granted, before), pct(granted, after)),
                 ep = epoch, sq = next_seq(), hid = hid, exp = 0, rem = after, pct = pct(granted, after),
                 m = meter}

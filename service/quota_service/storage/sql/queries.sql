@@ -180,3 +180,97 @@ UPDATE grants SET used = used + $3 WHERE grant_id = $1 AND account_id = $2;
 INSERT INTO ledger (account_id, kind, grant_id, bucket, d_granted, d_used, idempotency_key, amount,
                     occurred_at, attrs)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, to_timestamp($9 / 1000.0), $10);
+
+-- Debts and top-up kinds (QC7, QA3c, QC13): a top-up first pays what its balance owes.
+
+-- name: floor_follows_debt
+-- the grant's floor after its debt changed: its own overdraft, or the debt when that is deeper
+-- (right-hand sides read the row as it was)
+UPDATE grants
+   SET overdraft_limit = GREATEST(overdraft_limit - debt_overdraft, used + held - granted),
+       debt_overdraft = GREATEST(0, used + held - granted - (overdraft_limit - debt_overdraft))
+ WHERE grant_id = $1 AND account_id = $2;
+
+-- name: lock_live_bucket_grants
+SELECT grant_id, granted, used, held, item, starts_at_ms FROM grants
+ WHERE account_id = $1 AND bucket = $2 AND starts_at_ms <= $3 AND (expires_at_ms = 0 OR expires_at_ms > $3)
+ ORDER BY ord FOR UPDATE;
+
+-- name: set_debt_overdraft
+UPDATE grants SET debt_overdraft = $3 WHERE grant_id = $1 AND account_id = $2;
+
+-- Consistency check (N4, verify.py): the ledger's sums per grant against the projection, in pages of accounts.
+
+-- name: verify_accounts_after
+SELECT account_id FROM accounts WHERE account_id > $1 ORDER BY account_id LIMIT $2;
+
+-- name: verify_epochs
+SELECT account_id, epoch FROM accounts WHERE account_id = ANY($1::text[]);
+
+-- name: verify_grants
+SELECT account_id, grant_id, bucket, priority, expires_at_ms, granted, used, held, overdraft_limit
+  FROM grants WHERE account_id = ANY($1::text[]);
+
+-- name: verify_ledger_sums
+SELECT account_id, grant_id, sum(d_granted)::bigint AS granted, sum(d_used)::bigint AS used,
+       sum(d_held)::bigint AS held
+  FROM ledger WHERE account_id = ANY($1::text[]) AND grant_id IS NOT NULL
+ GROUP BY account_id, grant_id;
+
+-- name: verify_open_holds
+SELECT h.account_id, h.hold_id, h.expires_at_ms, r->>'g' AS grant_id, (r->>'a')::bigint AS amount
+  FROM holds h, jsonb_array_elements(h.rows) AS r
+ WHERE h.account_id = ANY($1::text[]) AND h.status = 'open';
+
+-- name: make_secret
+-- a deployment secret (service_secrets, migration 015): the first replica to make one wins
+INSERT INTO service_secrets (name, secret) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING;
+
+-- name: secret
+SELECT secret FROM service_secrets WHERE name = $1;
+
+-- name: retention_operations
+-- Retention (retention.py): each retention_* query deletes one batch ($2 rows at most) of what is
+-- past its cutoff ($1, service time in ms); SKIP LOCKED lets several replicas clean at once without
+-- waiting on each other or on the hot path. The ledger is append-only and never cleaned.
+-- idempotency answers older than the retention
+WITH doomed AS (
+    SELECT account_id, idempotency_key FROM operations
+     WHERE created_at < to_timestamp($1 / 1000.0)
+     ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+DELETE FROM operations o USING doomed d
+ WHERE o.account_id = d.account_id AND o.idempotency_key = d.idempotency_key;
+
+-- name: retention_holds
+-- holds closed (committed, released, expired) before the cutoff
+WITH doomed AS (
+    SELECT hold_id FROM holds
+     WHERE status <> 'open' AND closed_at < to_timestamp($1 / 1000.0)
+     ORDER BY closed_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+DELETE FROM holds h USING doomed d WHERE h.hold_id = d.hold_id;
+
+-- name: retention_dedup_marks
+-- dedup marks whose window has ended, unless the hold that charged them is still open
+WITH doomed AS (
+    SELECT account_id, meter, dedup_key FROM dedup_marks m
+     WHERE window_end_ms < $1
+       AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.hold_id = m.hold_id AND h.status = 'open')
+     ORDER BY window_end_ms LIMIT $2 FOR UPDATE SKIP LOCKED)
+DELETE FROM dedup_marks m USING doomed d
+ WHERE m.account_id = d.account_id AND m.meter = d.meter AND m.dedup_key = d.dedup_key;
+
+-- name: retention_alert_events
+-- alert events older than the cutoff of a cycle that has ended: the current cycle's events (and
+-- those of an account without a subscription, cycle 0) keep an alert from firing twice
+WITH doomed AS (
+    SELECT event_id FROM alert_events e
+     WHERE occurred_at < to_timestamp($1 / 1000.0) AND cycle_start_ms <> 0
+       AND cycle_start_ms < (SELECT s.cycle_start_ms FROM subscriptions s WHERE s.account_id = e.account_id)
+     ORDER BY occurred_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+DELETE FROM alert_events e USING doomed d WHERE e.event_id = d.event_id;
+
+-- name: open_debt_floor
+-- an adjustment took the grant below its floor: the floor opens to the debt ($3), and debt_overdraft
+-- records the part that is only there for the debt
+UPDATE grants SET debt_overdraft = debt_overdraft + ($3 - overdraft_limit), overdraft_limit = $3
+ WHERE grant_id = $1 AND account_id = $2;
