@@ -95,3 +95,27 @@ async def test_n9_a_replica_beyond_the_clock_bound_stops_serving_rather_than_den
     finally:
         await b.stop(1)
         await a.stop(1)
+
+
+async def test_n9_a_denial_made_just_before_a_grant_starts_is_not_replayed(
+        client: AsyncQuotaClient, clock: ManualClock, account_id: str) -> None:
+    """Replicas agree only to within their measurement (a few ms): a replica lagging the one that made a
+    top-up by 3 ms sees the grant start "in its future". Its denial is answered but not kept, so a
+    retry under the same key is decided again once the grant has started, on any replica."""
+    await make_account(client, account_id)
+    await client.top_up(account_id, 5, meter="ai_dialog", source="plan", starts_at_ms=clock.now_ms() + 3)
+    d = await client.consume(account_id, "ai_dialog", 1, idempotency_key="lag-1")
+    assert not d.granted and d.reason == "QUOTA_EXHAUSTED", d
+    clock.advance(3)
+    again = await client.consume(account_id, "ai_dialog", 1, idempotency_key="lag-1")
+    assert again.granted and not again.replayed, f"the denial outlived its cause: {again}"
+
+    # a grant starting well beyond any clock disagreement: that denial stands for its key
+    await client.top_up(account_id, 5, meter="ai_dialog", source="plan", starts_at_ms=clock.now_ms() + 60_000,
+                        expires_at_ms=clock.now_ms() + 120_000)
+    await client.consume(account_id, "ai_dialog", 4)
+    d = await client.consume(account_id, "ai_dialog", 1, idempotency_key="later-1")
+    assert not d.granted, d
+    clock.advance(60_000)
+    again = await client.consume(account_id, "ai_dialog", 1, idempotency_key="later-1")
+    assert not again.granted and again.replayed, again

@@ -131,3 +131,27 @@ def test_alert_notify_is_carried_on_the_meter_policy() -> None:
                                              "            when: exhausted\n"), "edited.yaml")
     quiet = policy_of(silent.plans["starter"], "ai_dialog", "calendar_month", silent)
     assert 0 not in dict(quiet.alert_notify) and 0 in dict(policy.alert_notify)
+
+
+BOT_SESSIONS = (ROOT / "deploy" / "catalogues" / "bot_sessions.yaml").read_text()
+BOT_BILLING = (ROOT / "deploy" / "catalogues" / "bot_billing.yaml").read_text()
+HELPMATE = (ROOT / "deploy" / "catalogues" / "ai_helpmate.yaml").read_text()
+
+
+def test_a2_a_renewing_pack_cannot_be_a_self_service_top_up() -> None:
+    """`self_service` changes what a customer's key may buy; on a pack that renews every cycle (bought
+    and reduced with ChangePlan, the admin's) it could change nothing, so the format refuses it."""
+    with pytest.raises(Exception) as err:
+        edited(BOT_SESSIONS, "    self_service: false\n    label: Bot session pack",
+               "    self_service: true\n    label: Bot session pack")
+    assert "packs.session_pack.self_service" in str(err.value) and "ChangePlan" in str(err.value)
+
+
+def test_a2_fields_without_behaviour_are_not_in_the_format() -> None:
+    """A duration meter's excluded_time and an automatic top-up's trigger changed nothing: they are gone."""
+    with pytest.raises(Exception) as err:
+        edited(BOT_BILLING, "    slice_s: 900\n", "    slice_s: 900\n    excluded_time: [human_agent]\n")
+    assert "excluded_time" in str(err.value)
+    with pytest.raises(Exception) as err:
+        edited(HELPMATE, "      amount_minor: 5000", "      trigger: insufficient_balance\n      amount_minor: 5000")
+    assert "trigger" in str(err.value)

@@ -162,7 +162,8 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             raise auth.Unauthenticated("authorization: an API key is required (metadata 'authorization: Bearer qk_...')")
         principal = await self.keys.verify(token)
         if not principal.may(role):
-            raise auth.PermissionDenied(f"this API key lacks the {role!r} role needed for {method}")
+            needs = f"{role!r} or 'admin'" if role != "admin" else "'admin'"
+            raise auth.PermissionDenied(f"this API key lacks the role needed for {method} ({needs})")
         return principal
 
     async def _caller(self, context: aio.ServicerContext, method: str) -> str:

@@ -33,7 +33,6 @@ from quota_service.catalogue.model import (
     CHARGING_RULES,
     CYCLE_END,
     DEDUP_WINDOWS,
-    EXCLUDED_TIMES,
     FORMAT,
     INTERVALS,
     METER_KINDS,
@@ -45,7 +44,6 @@ from quota_service.catalogue.model import (
     REPORT_KINDS,
     SOURCES,
     TRIAL_DENIALS,
-    TRIGGERS,
     AlertRule,
     AutoTopUp,
     Catalogue,
@@ -442,9 +440,9 @@ class _Parser:
 
     def meter(self, name: str, raw: Any, path: str) -> Meter:
         base = ("kind", "unit", "description")
-        m = _mapping(raw, path, ("kind", "unit"), ("description", "dedup", "slice_s", "excluded_time", "roles"))
+        m = _mapping(raw, path, ("kind", "unit"), ("description", "dedup", "slice_s", "roles"))
         kind = _choice(m["kind"], _join(path, "kind"), METER_KINDS)
-        extra = {"unique": ("dedup",), "duration": ("slice_s", "excluded_time"), "capacity": ("roles",), "count": ()}[kind]
+        extra = {"unique": ("dedup",), "duration": ("slice_s",), "capacity": ("roles",), "count": ()}[kind]
         for key in m:
             if key not in base and key not in extra:
                 _fail(_join(path, key), f"is not used by a {kind} meter")
@@ -463,9 +461,7 @@ class _Parser:
             if "slice_s" not in m:
                 _fail(_join(path, "slice_s"), "is required for a duration meter: the length of one unit in seconds")
             slice_s = _int(m["slice_s"], _join(path, "slice_s"), lo=1, hi=86_400)
-            excluded = _unique(_list(m.get("excluded_time", []), _join(path, "excluded_time")), _join(path, "excluded_time"),
-                               lambda v, p: _choice(v, p, EXCLUDED_TIMES))
-            return Meter(name, kind, unit, description, slice_s=slice_s, excluded_time=excluded)
+            return Meter(name, kind, unit, description, slice_s=slice_s)
         if kind == "capacity":
             roles = _unique(_list(m.get("roles", []), _join(path, "roles")), _join(path, "roles"), _name)
             return Meter(name, kind, unit, description, roles=roles)
@@ -502,14 +498,13 @@ class _Parser:
         auto = None
         if "auto_top_up" in w:
             ap = _join(path, "auto_top_up")
-            a = _mapping(w["auto_top_up"], ap, ("trigger", "amount_minor", "max_per_cycle", "priority"), ("carry_over_cycles",))
+            a = _mapping(w["auto_top_up"], ap, ("amount_minor", "max_per_cycle", "priority"), ("carry_over_cycles",))
             cycles = None
             if "carry_over_cycles" in a:
                 if not carry_over:
                     _fail(_join(ap, "carry_over_cycles"), "needs carry_over: true on the wallet")
                 cycles = _int(a["carry_over_cycles"], _join(ap, "carry_over_cycles"), lo=1, hi=MAX_CYCLES)
             auto = AutoTopUp(
-                _choice(a["trigger"], _join(ap, "trigger"), TRIGGERS),
                 _int(a["amount_minor"], _join(ap, "amount_minor"), lo=1, money=True),
                 _int(a["max_per_cycle"], _join(ap, "max_per_cycle"), lo=1, hi=1_000),
                 _int(a["priority"], _join(ap, "priority"), hi=MAX_PRIORITY), cycles)
@@ -763,6 +758,10 @@ class _Parser:
         price = _mapping(k["price"], pp, ("currency", "amount_minor"))
         plans_path = _join(path, "plans")
         plans = _unique(_list(k["plans"], plans_path, min_len=1), plans_path, _name) if "plans" in k else ()
+        self_service = _bool(k.get("self_service", False), _join(path, "self_service"))
+        if self_service and recurrence == "every_cycle":
+            _fail(_join(path, "self_service"), "a pack that renews every cycle is bought and reduced with ChangePlan, "
+                  "which is the admin's: only a pack bought once can be a self-service top-up")
         return Pack(
             name, _text(k["title"], _join(path, "title"), max_len=200), _name(k["meter"], _join(path, "meter")),
             self._by_interval(k["amount"], _join(path, "amount"), money=False),
@@ -772,7 +771,7 @@ class _Parser:
             _int(k.get("overdraft_limit", 0), _join(path, "overdraft_limit")),
             _int(k["priority"], _join(path, "priority"), hi=MAX_PRIORITY),
             _choice(k.get("source", "pack"), _join(path, "source"), SOURCES),
-            _bool(k.get("self_service", False), _join(path, "self_service")),
+            self_service,
             plans, _text(k.get("label", ""), _join(path, "label"), max_len=64))
 
     @staticmethod

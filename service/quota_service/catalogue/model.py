@@ -30,7 +30,6 @@ INTERVAL_MONTHS = {"monthly": 1, "quarterly": 3, "half_yearly": 6, "annual": 12,
 METER_KINDS = ("count", "unique", "duration", "capacity")
 # How long a unique meter's dedup key stays charged, counted from its first charge.
 DEDUP_WINDOWS = ("calendar_month", "rolling_24h", "conversation", "customer_service_window_24h")
-EXCLUDED_TIMES = ("human_agent",)
 
 CYCLE_END = ("reset", "carry_over", "expire", "reset_withheld_while_negative")
 CHARGE_MODES = ("included", "free", "always_charged")
@@ -40,7 +39,6 @@ ALERT_WHEN = ("pct_left_at_most", "pct_used_at_least", "exhausted")
 NOTIFY = ("banner", "email")
 ONCE_PER = ("account", "subscription")
 RECURRENCE = ("once", "every_cycle")
-TRIGGERS = ("insufficient_balance",)
 REPORT_KINDS = ("csv", "trend")
 PRICE_CATEGORIES = ("marketing", "utility", "authentication", "authentication_international", "service")
 CHARGING_RULES = ("per_message", "per_message_outside_service_window", "per_conversation_24h")
@@ -89,7 +87,6 @@ class Meter:
     description: str
     dedup: Dedup | None = None  # kind unique only
     slice_s: int | None = None  # kind duration only: every started slice is one unit
-    excluded_time: tuple[str, ...] = ()  # kind duration only: time not counted (human_agent)
     roles: tuple[str, ...] = ()  # kind capacity only: roles that hold a unit (others are free)
 
 
@@ -267,7 +264,6 @@ class TopUp:
 class AutoTopUp:
     """Credit added when the balance cannot cover a charge, at most ``max_per_cycle`` times a cycle."""
 
-    trigger: str
     amount_minor: int
     max_per_cycle: int
     priority: int

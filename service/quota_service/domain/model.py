@@ -253,7 +253,7 @@ REQUEST_FIELDS: dict[str, tuple[str, ...]] = {
     "commit": ("reservation_id", "actual_amount"), "release": ("reservation_id", "actual_amount"),
     "create_account": ("org_id", "time_zone", "policies"),
     "top_up": ("grant.meter/currency", "grant.amount", "grant.source", "grant.priority", "grant.overdraft_limit",
-               "grant.starts_at_ms", "grant.expires_at_ms", "grant.label", "grant.grant_id", "kind"),
+               "grant.starts_at_ms", "grant.expires_at_ms", "grant.label", "grant.grant_id", "grant.kind"),
     "set_status": ("status",), "adjust": ("grant_id", "amount", "reason"), "change_owner": ("owner_id",),
     "subscribe": ("product", "plan", "interval", "starts_at_ms", "packs"),
     "change_plan": ("plan", "interval", "packs", "when"), "extend": ("days",),
