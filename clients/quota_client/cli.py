@@ -161,8 +161,9 @@ def _show_accounts(page: AccountPage) -> str:
 
 
 def _show_verify(report: VerifyReport) -> str:
-    head = (f"checked {report.accounts} accounts, {report.grants} grants: "
-            + ("balances equal the ledger" if report.ok else f"{len(report.differences)} differences"))
+    n, g, d = report.accounts, report.grants, len(report.differences)
+    head = (f"checked {n} account{'s' * (n != 1)}, {g} grant{'s' * (g != 1)}: "
+            + ("balances equal the ledger" if report.ok else f"{d} difference{'s' * (d != 1)}"))
     out = [head]
     if report.differences:
         out.append("")

@@ -234,8 +234,9 @@ def report_text(pages: list[VerifyPage]) -> str:
     """The readable report: one line of totals, then each difference, busy and rebuilt accounts."""
     accounts = [a for p in pages for a in p.accounts]
     diffs = [d for a in accounts for d in a.differences]
-    out = [f"checked {len(accounts)} accounts, {sum(a.grants for a in accounts)} grants: "
-           + (f"{len(diffs)} differences" if diffs else "balances equal the ledger")]
+    n, g = len(accounts), sum(a.grants for a in accounts)
+    out = [f"checked {n} account{'s' * (n != 1)}, {g} grant{'s' * (g != 1)}: "
+           + (f"{len(diffs)} difference{'s' * (len(diffs) != 1)}" if diffs else "balances equal the ledger")]
     for d in diffs:
         what = "repaired by a rebuild" if d.repaired else ("reported" if d.store == "postgres" else "NOT repaired")
         out.append(f"  {d.account_id} {d.grant_id or '-'} {d.store}.{d.field}: expected {d.expected}, "

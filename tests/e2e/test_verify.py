@@ -48,7 +48,7 @@ async def test_n4_quota_service_verify_reports_repairs_and_exits(server: QuotaSe
     env = service_env(server)
     code, out, err = await run("quota-service", "verify", "--account", account_id, env=env)
     assert code == 0, err
-    assert "checked 1 accounts, 1 grants: balances equal the ledger" in out
+    assert "checked 1 account, 1 grant: balances equal the ledger" in out
     grant = (await client.balance(account_id)).grants[0].grant_id
     await break_redis(server, account_id, grant, 40)
     code, out, err = await run("quota-service", "verify", "--account", account_id, "--json", env=env)
@@ -85,7 +85,7 @@ async def test_n4_quota_cli_verify_exit_code_and_table(server: QuotaServer, clie
     grant = (await client.balance(account_id)).grants[0].grant_id
     await break_redis(server, account_id, grant, 7)
     code, out, _ = await run("quota-cli", *target, "verify", account_id, env=env)
-    assert code == 1 and "1 differences" in out and "repaired" in out and grant in out
+    assert code == 1 and "1 difference" in out and "repaired" in out and grant in out
     code, out, _ = await run("quota-cli", *target, "--json", "verify", account_id, env=env)
     assert code == 0 and json.loads(out)["differences"] == []
 
