@@ -7,6 +7,7 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 
+from quota_service.domain.clock import ClockUntrusted
 from quota_service.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class Periodic(ABC):
                 await self.run_once()
             except StorageError as exc:
                 log.warning("%s pass failed: %s", self.name, exc)
+            except ClockUntrusted:
+                pass  # the replica is not serving until its clock is back within the bound (logged once)
             except Exception:
                 log.exception("%s pass failed", self.name)
             async with self._pass_done:
