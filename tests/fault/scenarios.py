@@ -331,6 +331,20 @@ class Scenario(ABC):
             raise FaultNotInjected(f"the load ended before {n} grants were acknowledged")
 
 
+class StandaloneScenario(Scenario):
+    """A scenario with its own servers and traffic: run_alone does all of it, under no shared load."""
+
+    async def prepare(self, ctx: Ctx) -> None:
+        """Nothing: run_alone starts what it needs."""
+
+    async def inject(self, ctx: Ctx, load: Load) -> None:
+        """Nothing: run_alone injects its own faults."""
+
+    @abstractmethod
+    async def run_alone(self, pg: OwnedPostgres, shape: Shape, tmp: Path) -> Figures | None:
+        """Run the scenario and return its figures."""
+
+
 class ValkeyKill9(Scenario):
     name = "valkey_kill9_restart_empty"
     title = "(a) kill -9 Valkey under load, restart it empty on the same port"
@@ -461,15 +475,9 @@ class StaleReplicaPromoted(Scenario):
         ctx.notes["stale_accounts"] = sum(fresh[a] != stale[a] for a in stale)
 
 
-class CrashRetry(Scenario):
+class CrashRetry(StandaloneScenario):
     name = "crash_retry"
     title = "(e) kill -9 the service between the ledger commit and the Redis confirmation, retry after the grace"
-
-    async def prepare(self, ctx: Ctx) -> None:
-        raise NotImplementedError("runs alone")
-
-    async def inject(self, ctx: Ctx, load: Load) -> None:
-        raise NotImplementedError("runs alone")
 
     async def run_alone(self, pg: OwnedPostgres, shape: Shape, tmp: Path) -> Figures | None:
         crashes, calls = (1, 3) if shape.drops <= CI.drops else (shape.drops, 5)
@@ -497,15 +505,9 @@ class CrashRetry(Scenario):
         return figures
 
 
-class ClockSkew(Scenario):
+class ClockSkew(StandaloneScenario):
     name = "clock_skew"
     title = "(f) two replicas whose host clocks differ by 5 s, a third beyond the clock bound"
-
-    async def prepare(self, ctx: Ctx) -> None:
-        raise NotImplementedError("runs alone")
-
-    async def inject(self, ctx: Ctx, load: Load) -> None:
-        raise NotImplementedError("runs alone")
 
     async def run_alone(self, pg: OwnedPostgres, shape: Shape, tmp: Path) -> Figures | None:
         accounts, supply = (2, 10) if shape.drops <= CI.drops else (shape.accounts, 50)
