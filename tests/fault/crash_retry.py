@@ -25,7 +25,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from quota_client import AsyncQuotaClient, MeterPolicy, QuotaClientError
@@ -35,6 +34,7 @@ from quota_service.server import QuotaServer
 from quota_service.settings import Settings
 
 from tests.conftest import test_settings
+from tests.support.tcp_proxy import dsn_through, postgres_address
 
 METER = "ai_dialog"
 READY_FOR_QUERY = (b"Z\x00\x00\x00\x05I", b"Z\x00\x00\x00\x05T", b"Z\x00\x00\x00\x05E")
@@ -150,29 +150,14 @@ class HoldingProxy:
 
 async def holding_proxy(dsn: str) -> tuple[HoldingProxy, str]:
     """A started HoldingProxy in front of the Postgres of `dsn`, and the DSN that goes through it."""
-    parts = urlsplit(dsn)
-    query = parse_qsl(parts.query)
-    params = dict(query)
-    socket_dir = params.get("host", "")
-    port = int(params.get("port") or parts.port or 5432)
-    opener: Opener
-    if socket_dir.startswith("/"):
-        path = Path(socket_dir) / f".s.PGSQL.{port}"
-        if not path.exists():
-            path = sorted(Path(socket_dir).glob(".s.PGSQL.*[0-9]"))[0]
+    path, host, port = postgres_address(dsn)
 
-        def opener() -> Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-            return asyncio.open_unix_connection(str(path))
-    else:
-        host = parts.hostname or "127.0.0.1"
-
-        def opener() -> Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-            return asyncio.open_connection(host, port)
+    def opener() -> Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+        if path is not None:
+            return asyncio.open_unix_connection(path)
+        return asyncio.open_connection(host, port)
     proxy = await HoldingProxy(opener).start()
-    userinfo = parts.netloc.rpartition("@")[0]
-    netloc = (userinfo + "@" if userinfo else "") + f"127.0.0.1:{proxy.port}"
-    rest = urlencode([(k, v) for k, v in query if k not in ("host", "port")])
-    return proxy, urlunsplit((parts.scheme, netloc, parts.path, rest, ""))
+    return proxy, dsn_through(dsn, proxy.port)
 
 
 class ServiceProcess:

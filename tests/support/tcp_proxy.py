@@ -118,25 +118,34 @@ class UnixTargetProxy(TcpProxy):
         return await asyncio.open_unix_connection(self.path)
 
 
-async def postgres_proxy(dsn: str) -> tuple[TcpProxy, str]:
-    """A started proxy in front of the Postgres of `dsn`, and the DSN that goes through it."""
+def postgres_address(dsn: str) -> tuple[str | None, str, int]:
+    """Where the Postgres of `dsn` listens: (its Unix socket's path, or None; host; port)."""
     parts = urlsplit(dsn)
-    query = parse_qsl(parts.query)
-    params = dict(query)
+    params = dict(parse_qsl(parts.query))
     socket_dir = params.get("host", "")
     port = int(params.get("port") or parts.port or 5432)
-    proxy: TcpProxy
-    if socket_dir.startswith("/"):
-        path = Path(socket_dir) / f".s.PGSQL.{port}"
-        if not path.exists():  # the port is not in the DSN: take the one socket there is
-            found = sorted(Path(socket_dir).glob(".s.PGSQL.*[0-9]"))
-            assert found, f"no Postgres socket in {socket_dir}"
-            path = found[0]
-        proxy = UnixTargetProxy(str(path))
-    else:
-        proxy = TcpProxy(parts.hostname or "127.0.0.1", port)
-    await proxy.start()
+    if not socket_dir.startswith("/"):
+        return None, parts.hostname or "127.0.0.1", port
+    path = Path(socket_dir) / f".s.PGSQL.{port}"
+    if not path.exists():  # the port is not in the DSN: take the one socket there is
+        found = sorted(Path(socket_dir).glob(".s.PGSQL.*[0-9]"))
+        assert found, f"no Postgres socket in {socket_dir}"
+        path = found[0]
+    return str(path), "", port
+
+
+def dsn_through(dsn: str, port: int) -> str:
+    """`dsn` pointed at a proxy listening on 127.0.0.1:`port`."""
+    parts = urlsplit(dsn)
     userinfo = parts.netloc.rpartition("@")[0]
-    netloc = (userinfo + "@" if userinfo else "") + f"127.0.0.1:{proxy.port}"
-    rest = urlencode([(k, v) for k, v in query if k not in ("host", "port")])
-    return proxy, urlunsplit((parts.scheme, netloc, parts.path, rest, ""))
+    netloc = (userinfo + "@" if userinfo else "") + f"127.0.0.1:{port}"
+    rest = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port")])
+    return urlunsplit((parts.scheme, netloc, parts.path, rest, ""))
+
+
+async def postgres_proxy(dsn: str) -> tuple[TcpProxy, str]:
+    """A started proxy in front of the Postgres of `dsn`, and the DSN that goes through it."""
+    path, host, port = postgres_address(dsn)
+    proxy: TcpProxy = UnixTargetProxy(path) if path is not None else TcpProxy(host, port)
+    await proxy.start()
+    return proxy, dsn_through(dsn, proxy.port)
