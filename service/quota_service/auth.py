@@ -187,7 +187,7 @@ class KeyStore:
             if time.monotonic() - self._valid_at < VALID_IDS_REFRESH_S:
                 return
             self._valid_at = time.monotonic()  # a failed read is not tried again within the second either
-            rows = await self.ledger._call(lambda c: c.fetch("SELECT key_id FROM api_keys WHERE revoked_at IS NULL"))
+            rows = await self.ledger.run(lambda c: c.fetch("SELECT key_id FROM api_keys WHERE revoked_at IS NULL"))
             self._valid = {r["key_id"] for r in rows}
 
     async def org_of(self, account_id: str) -> str:

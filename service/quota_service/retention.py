@@ -23,7 +23,8 @@ import asyncpg
 from quota_service.domain.clock import Clock
 from quota_service.periodic import Periodic
 from quota_service.settings import Settings
-from quota_service.storage.postgres import PostgresLedger, Q
+from quota_service.storage.postgres import PostgresLedger
+from quota_service.storage.queries import Q
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
@@ -58,7 +59,7 @@ class RetentionCleaner(Periodic):
     async def _clean(self, query: str, cutoff_ms: int) -> int:
         total = 0
         for _ in range(MAX_BATCHES):
-            n = await self.ledger._call(lambda c: _delete(c, query, cutoff_ms, self.batch))
+            n = await self.ledger.run(lambda c: _delete(c, query, cutoff_ms, self.batch))
             total += n
             if n < self.batch:
                 break

@@ -14,17 +14,19 @@ from grpc_reflection.v1alpha import reflection
 from quota.v1 import quota_pb2, quota_pb2_grpc
 
 from quota_service import auth, telemetry
-from quota_service.admin import Admin
-from quota_service.alerts import AlertFeed
 from quota_service.api.interceptors import ServiceInterceptor
 from quota_service.api.overload import Budgets
 from quota_service.api.servicer import QuotaServicer
+from quota_service.app.accounts import Admin
+from quota_service.app.alerts import AlertFeed
+from quota_service.app.billing_cycle import Cycler
+from quota_service.app.reserve import HotPath, Rebuilder
+from quota_service.app.subscriptions import Subscriptions
+from quota_service.app.top_ups import AutoTopUps
 from quota_service.catalogue import CatalogueError, CatalogueSet
 from quota_service.clocksync import ClockSync
-from quota_service.cycler import Cycler
 from quota_service.domain.clock import Clock, FleetClock, SystemClock
 from quota_service.errors import SettingsError
-from quota_service.hotpath import HotPath, Rebuilder
 from quota_service.reports import AccountReports, UsageReports, cursor
 from quota_service.retention import RetentionCleaner
 from quota_service.settings import Settings
@@ -33,7 +35,6 @@ from quota_service.storage.group_commit import GroupCommitter
 from quota_service.storage.keys import Keys
 from quota_service.storage.postgres import PostgresLedger
 from quota_service.storage.redis_store import RedisStore
-from quota_service.subscriptions import Subscriptions
 from quota_service.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -79,17 +80,18 @@ class QuotaServer:
                                         after_commit=lambda entries: self.hot.confirm(entries),
                                         after_failure=lambda entries: self.hot.forget(entries),
                                         on_health=self._recheck_health)
-        self.hot = HotPath(self.store, self.ledger, self.committer, self.rebuilder, self.time, s)
         self.admin = Admin(self.ledger, self.rebuilder, self.time, self.catalogues)
-        self.subscriptions = Subscriptions(self.ledger, self.rebuilder, self.time, self.catalogues)
-        self.hot.auto_top_up = self.subscriptions.auto_top_up  # TA9
+        self.auto_top_ups = AutoTopUps(self.ledger, self.rebuilder, self.time, self.catalogues)
+        self.subscriptions = Subscriptions(self.ledger, self.rebuilder, self.time, self.catalogues, self.auto_top_ups)
         self.sweeper = Sweeper(self.ledger, self.store, self.time, s.sweep_interval_ms / 1000)
         self.cycler = Cycler(self.ledger, self.rebuilder, self.time, self.catalogues, s.sweep_interval_ms / 1000)
-        self.hot.roll_due = self.cycler.roll_account  # a request at a cycle end need not wait for the cycler
+        # TA9 automatic top-ups; a request at a cycle end need not wait for the cycler
+        self.hot = HotPath(self.store, self.ledger, self.committer, self.rebuilder, self.time, s,
+                           auto_top_up=self.auto_top_ups.auto_top_up, roll_due=self.cycler.roll_account)
 
         self.alerts = AlertFeed(self.ledger, s.postgres_dsn, queue_max=s.watch_queue_max)
         self.retention = RetentionCleaner(self.ledger, self.time, s)
-        tokens = cursor.PageTokens(await self.ledger._call(lambda c: cursor.load_secret(c, s.page_token_secret)))
+        tokens = cursor.PageTokens(await self.ledger.run(lambda c: cursor.load_secret(c, s.page_token_secret)))
         self.keys = auth.KeyStore(self.ledger, s.auth_cache_s, max_entries=s.auth_cache_entries,
                                   unknown_key_rps=s.unknown_key_rps) if s.auth else None
         self.budgets = Budgets(rate_per_s=s.rate_limit_rps, burst=s.rate_limit_burst or 2 * s.rate_limit_rps,

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from quota_service.app.reserve import Rebuilder
 from quota_service.domain.clock import Clock
 from quota_service.domain.consistency import (
     BALANCE_FIELDS,
@@ -37,8 +38,8 @@ from quota_service.domain.consistency import (
     redis_differences,
 )
 from quota_service.errors import NotFound
-from quota_service.hotpath import Rebuilder
-from quota_service.storage.postgres import PostgresLedger, Q
+from quota_service.storage.postgres import PostgresLedger
+from quota_service.storage.queries import Q
 from quota_service.storage.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class Verifier:
                 return
 
     async def _accounts_after(self, after: str, limit: int) -> list[Any]:
-        return await self.ledger._call(lambda c: c.fetch(Q["verify_accounts_after"], after, limit))
+        return await self.ledger.run(lambda c: c.fetch(Q["verify_accounts_after"], after, limit))
 
     async def check(self, accounts: list[str]) -> VerifyPage:
         """Check a page of accounts: Postgres against the ledger, then Redis against Postgres."""
@@ -191,7 +192,7 @@ class Verifier:
                 view.holds[r["account_id"]].append((r["hold_id"], r["expires_at_ms"], r["grant_id"], r["amount"]))
             return view
 
-        return await self.ledger._call(run)
+        return await self.ledger.run(run)
 
     async def _read_redis(self, accounts: list[str], *, only_meta: bool = False) -> dict[str, RedisView]:
         """Each account's state, read with plain commands (one pipeline, no script: nothing changes)."""
@@ -208,7 +209,7 @@ class Verifier:
                         pipe.hgetall(holds)
                 return await pipe.execute()  # type: ignore[no-any-return]
 
-        raw = await self.store._call(run)
+        raw = await self.store.run(run)
         step = 2 if only_meta else 4
         out = {}
         for i, a in enumerate(accounts):

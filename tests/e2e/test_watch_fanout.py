@@ -29,9 +29,9 @@ class CountingLedger:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ledger, name)
 
-    async def _call(self, fn: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+    async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
         self.calls += 1
-        return await self._ledger._call(fn)
+        return await self._ledger.run(fn)
 
 
 async def add_events(pg_dsn: str, account_id: str, org_id: str, n: int, first_cycle: int = 0) -> list[int]:

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+from quota_service.app.reserve import Rebuilder
 from quota_service.domain.clock import SystemClock
-from quota_service.hotpath import Rebuilder
 from quota_service.storage import redis_store
 from quota_service.storage.keys import Keys
 from quota_service.storage.postgres import PostgresLedger

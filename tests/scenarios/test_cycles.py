@@ -319,7 +319,7 @@ async def test_sighup_reload_switches_only_to_a_valid_newer_catalogue(
 
 async def test_the_cycler_wakes_at_the_next_cycle_end(client: AsyncQuotaClient, server: QuotaServer,
                                                      clock: ManualClock, account_id: str) -> None:
-    from quota_service.cycler import Cycler
+    from quota_service.app.billing_cycle import Cycler
 
     await client.create_account(account_id)
     sub = await client.subscribe(account_id, "ai_helpmate", "boost", interval="monthly")

@@ -119,8 +119,8 @@ def test_a1_a_pack_is_sold_only_on_its_plans() -> None:
 
 def test_alert_notify_is_carried_on_the_meter_policy() -> None:
     """notify names the delivery channels of an alert: kept on the account's policy, per threshold."""
+    from quota_service.domain.billing.policies import policy_of
     from quota_service.domain.model import MeterPolicy
-    from quota_service.subscriptions import policy_of
 
     cat = parse_catalogue(CHATBOT, "ai_chatbot.yaml")
     policy = policy_of(cat.plans["starter"], "ai_dialog", "calendar_month", cat)

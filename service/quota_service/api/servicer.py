@@ -13,17 +13,17 @@ from quota.v1 import quota_pb2 as pb
 from quota.v1 import quota_pb2_grpc as pb_grpc
 
 from quota_service import auth
-from quota_service.admin import Admin
-from quota_service.alerts import AlertFeed
 from quota_service.api import overload
 from quota_service.api.interceptors import status_for
+from quota_service.app.accounts import Admin
+from quota_service.app.alerts import AlertFeed
+from quota_service.app.reserve import HotPath, ReserveRequest
+from quota_service.app.subscriptions import SubscriptionInfo, Subscriptions
 from quota_service.catalogue.top_ups import NotSelfService
 from quota_service.domain import model
 from quota_service.domain import validation as v
 from quota_service.errors import FailedPrecondition, InvalidArgument, NotFound, QuotaError, StorageError
-from quota_service.hotpath import HotPath, ReserveRequest
 from quota_service.reports import AccountReports, UsageReports
-from quota_service.subscriptions import SubscriptionInfo, Subscriptions
 from quota_service.verify import Verifier, VerifyPage
 
 log = logging.getLogger(__name__)

@@ -118,7 +118,7 @@ class AccountReports:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 return await fn(conn)
 
-        result = await self.ledger._call(run)
+        result = await self.ledger.run(run)
         if isinstance(result, Exception):
             raise result
         return result

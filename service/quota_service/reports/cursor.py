@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 
 from quota_service.errors import InvalidArgument
-from quota_service.storage.postgres import Q
+from quota_service.storage.queries import Q
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000

@@ -97,7 +97,7 @@ class UsageReports:
     # -- shared ---------------------------------------------------------------------------------
 
     async def _account(self, account_id: str, field: str) -> _Account:
-        row = await self.ledger._call(lambda c: c.fetchrow(sql.ACCOUNT, account_id, timeout=QUERY_TIMEOUT_S))
+        row = await self.ledger.run(lambda c: c.fetchrow(sql.ACCOUNT, account_id, timeout=QUERY_TIMEOUT_S))
         if row is None:
             raise NotFound(field, f"unknown account {account_id!r}")
         return _Account(row["time_zone"] or "UTC", row["product"], tuple(row["meters"] or ()))
@@ -148,7 +148,7 @@ class UsageReports:
             from_ms, to_ms = await self._range(f)
             after_at, after_entry = ms_to_dt(to_ms), 0
         args = [*self._args(f, from_ms, to_ms), after_at, after_entry, size + 1]
-        rows = await self.ledger._call(lambda c: c.fetch(sql.USAGE_ROWS, *args, timeout=QUERY_TIMEOUT_S))
+        rows = await self.ledger.run(lambda c: c.fetch(sql.USAGE_ROWS, *args, timeout=QUERY_TIMEOUT_S))
         out = pb.UsagePage(rows=[self._row(f.account_id, r) for r in rows[:size]])
         if len(rows) > size:
             last = rows[size - 1]
@@ -246,7 +246,7 @@ class UsageReports:
         points = buckets(from_ms, to_ms, zone, granularity)
         args = [account_id, ms_to_dt(points[0][0]), ms_to_dt(to_ms), meter, group_by,
                 [ms_to_dt(start) for start, _ in points]]
-        rows = await self.ledger._call(lambda c: c.fetch(sql.TREND, *args, timeout=QUERY_TIMEOUT_S))
+        rows = await self.ledger.run(lambda c: c.fetch(sql.TREND, *args, timeout=QUERY_TIMEOUT_S))
 
         cells: dict[tuple[str, str], dict[int, tuple[int, int]]] = {}
         for r in rows:

@@ -20,20 +20,11 @@ import asyncpg
 from quota_service import telemetry
 from quota_service.domain.model import idempotency_mismatch, same_request
 from quota_service.errors import StorageError
+from quota_service.storage.queries import Q
 
 T = TypeVar("T")
 MIGRATION_LOCK = 7_412_001  # advisory lock id held while migrating
 
-
-def _load_queries() -> dict[str, str]:
-    text = (resources.files("quota_service.storage") / "sql" / "queries.sql").read_text()
-    out: dict[str, str] = {}
-    for m in re.finditer(r"^-- name: (\w+)\n(.*?)(?=^-- name: |\Z)", text, re.S | re.M):
-        out[m.group(1)] = m.group(2).strip()
-    return out
-
-
-Q = _load_queries()
 
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _UNREACHABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
@@ -110,7 +101,17 @@ class PostgresLedger:
         assert pool is not None
         return cls(pool, timeout_s=timeout_s)
 
-    async def _call(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def transaction(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `fn` inside one transaction on a pooled connection (retried whole on a deadlock or a
+        serialization failure, like ``run``)."""
+        async def body(conn: asyncpg.Connection) -> T:
+            async with conn.transaction():
+                return await fn(conn)
+        return await self.run(body)
+
+    async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `fn` on a pooled connection; retried on a deadlock or a serialization failure, an
+        unreachable server raised as StorageError (UNAVAILABLE to the caller)."""
         for attempt in range(5):
             try:
                 return await self._on_connection(fn)
@@ -144,13 +145,13 @@ class PostgresLedger:
         return result
 
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
-        return await self._call(lambda c: c.fetchrow(query, *args))
+        return await self.run(lambda c: c.fetchrow(query, *args))
 
     async def fetchval(self, query: str, *args: Any) -> Any:
-        return await self._call(lambda c: c.fetchval(query, *args))
+        return await self.run(lambda c: c.fetchval(query, *args))
 
     async def migrate(self) -> list[int]:
-        return await self._call(migrate)
+        return await self.run(migrate)
 
     async def apply(self, entries: list[dict[str, Any]]) -> list[ApplyResult]:
         """Apply a batch of mutations in one transaction; one result per entry, in order.
@@ -158,7 +159,7 @@ class PostgresLedger:
         Raises StorageError when the outcome is unknown (connection lost around COMMIT).
         """
         with telemetry.client_span("postgresql", "quota_apply"):
-            rows = await self._call(lambda c: c.fetch(Q["apply_batch"], entries))
+            rows = await self.run(lambda c: c.fetch(Q["apply_batch"], entries))
         out = [ApplyResult("")] * len(entries)
         for r in rows:
             out[r["idx"]] = ApplyResult(r["status"], r["request_hash"], r["response"])
@@ -199,13 +200,13 @@ class PostgresLedger:
             return acct["epoch"], snap
 
         with telemetry.client_span("postgresql", "snapshot"):
-            return await self._call(run)
+            return await self.run(run)
 
     async def hold_status(self, account_id: str, hold_id: str) -> str | None:
-        return await self._call(lambda c: c.fetchval(Q["hold_status"], account_id, hold_id))
+        return await self.run(lambda c: c.fetchval(Q["hold_status"], account_id, hold_id))
 
     async def operation(self, account_id: str, key: str) -> asyncpg.Record | None:
-        return await self._call(lambda c: c.fetchrow(Q["operation"], account_id, key))
+        return await self.run(lambda c: c.fetchrow(Q["operation"], account_id, key))
 
     async def admin(self, account_id: str, key: str, kind: str, request_hash: str, now_ms: int,
                     body: Callable[[asyncpg.Connection], Awaitable[str]]) -> tuple[str, bool]:
@@ -236,7 +237,7 @@ class PostgresLedger:
                                    "AND idempotency_key = $2", account_id, key, answer)
                 return answer, False
 
-        answer, replayed = await self._call(run)
+        answer, replayed = await self.run(run)
         if first:  # raised out here: an error inside would cost the pool its connection
             prev = first[-1]
             raise idempotency_mismatch(key, request_hash, prev["request_hash"],
@@ -259,7 +260,7 @@ class PostgresLedger:
                     touched.append(r["account_id"])
             return touched
 
-        return await self._call(run)
+        return await self.run(run)
 
     async def ensure_partitions(self, now_ms: int) -> int:
         """Create the ledger's monthly partitions from last month to three months ahead (N8); how many
@@ -267,13 +268,13 @@ class PostgresLedger:
         sql = ("SELECT ledger_ensure_partitions(to_timestamp($1 / 1000.0) - interval '1 month', "
                "to_timestamp($1 / 1000.0) + interval '3 months')")
         try:
-            return int(await self._call(lambda c: c.fetchval(sql, now_ms)))
+            return int(await self.run(lambda c: c.fetchval(sql, now_ms)))
         except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
             return 0
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._call(lambda c: c.fetchval("SELECT 1")))
+            return bool(await self.run(lambda c: c.fetchval("SELECT 1")))
         except StorageError:
             return False
 

@@ -59,7 +59,7 @@ class RedisStore:
         self.cluster = isinstance(client, RedisCluster)
         self._scripts = {name: client.register_script(script_source(name)) for name in SCRIPTS}
 
-    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+    async def run(self, fn: Callable[[], Awaitable[T]]) -> T:
         try:
             return await fn()
         except (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, rexc.ReadOnlyError,
@@ -74,7 +74,7 @@ class RedisStore:
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         script = self._scripts[name]
         with telemetry.client_span("redis", name):
-            return await self._call(lambda: script(keys=keys, args=args))
+            return await self.run(lambda: script(keys=keys, args=args))
 
     async def reserve(self, account_id: str, *, now_ms: int, mode: str, meter: str, amount: int,
                       idem_key: str, request_hash: str, hold_id: str, hold_expires_ms: int,
@@ -151,7 +151,7 @@ class RedisStore:
         script = self._scripts[name]
         if self.cluster:
             async def one(keys: list[str], args: list[Any]) -> Any:
-                return await self._call(lambda: script(keys=keys, args=args))
+                return await self.run(lambda: script(keys=keys, args=args))
 
             return list(await asyncio.gather(*(one(k, a) for k, a in calls)))
 
@@ -161,30 +161,30 @@ class RedisStore:
                     await script(keys=keys, args=args, client=pipe)
                 return await pipe.execute()  # type: ignore[no-any-return]
 
-        return await self._call(run)
+        return await self.run(run)
 
     async def forget_answer(self, account_id: str, idempotency_key: str) -> None:
         """Drop the stored answer of a key (a denial the caller has not been given yet)."""
-        await self._call(lambda: self.client.delete(self.keys.idempotency(account_id, idempotency_key)))
+        await self.run(lambda: self.client.delete(self.keys.idempotency(account_id, idempotency_key)))
 
     async def invalidate(self, account_id: str) -> None:
         await self._run("invalidate", self.keys.account(account_id), [])
 
     async def epoch(self, account_id: str) -> int | None:
-        raw = await self._call(lambda: self.client.hget(self.keys.account(account_id)[0], "ep"))
+        raw = await self.run(lambda: self.client.hget(self.keys.account(account_id)[0], "ep"))
         return None if raw is None else int(raw)
 
     async def time_ms(self) -> float:
         """Redis's clock (TIME): ms since the epoch, with microseconds. In a cluster, the default node's."""
         if self.cluster:
-            sec, usec = await self._call(lambda: self.client.time(target_nodes=RedisCluster.DEFAULT_NODE))
+            sec, usec = await self.run(lambda: self.client.time(target_nodes=RedisCluster.DEFAULT_NODE))
         else:
-            sec, usec = await self._call(lambda: self.client.time())
+            sec, usec = await self.run(lambda: self.client.time())
         return int(sec) * 1000 + int(usec) / 1000
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._call(lambda: self.client.ping()))
+            return bool(await self.run(lambda: self.client.ping()))
         except StorageError:
             return False
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from quota_service.app.reserve import Rebuilder
+from quota_service.app.settlement import collect_debts, release_withheld, settle_negative
 from quota_service.catalogue import CatalogueSet
 from quota_service.catalogue.top_ups import NotSelfService, TopUpRequest, resolve_top_up
 from quota_service.domain import validation as v
@@ -27,9 +29,8 @@ from quota_service.domain.model import (
     request_fingerprint,
 )
 from quota_service.errors import FailedPrecondition, IdempotencyMismatch, InvalidArgument, NotFound
-from quota_service.hotpath import Rebuilder
-from quota_service.storage.postgres import PostgresLedger, Q
-from quota_service.subscriptions import collect_debts, release_withheld, settle_negative
+from quota_service.storage.postgres import PostgresLedger
+from quota_service.storage.queries import Q
 
 
 def _account_info(row: asyncpg.Record, replayed: bool = False) -> AccountInfo:
@@ -127,7 +128,7 @@ class Admin:
             return "created"
 
         _, replayed = await self._admin(account_id, idempotency_key, "create_account", request_hash, now, body)
-        row = await self.ledger._call(lambda c: c.fetchrow(Q["get_account"], account_id))
+        row = await self.ledger.run(lambda c: c.fetchrow(Q["get_account"], account_id))
         return _account_info(row, replayed)
 
     async def top_up(self, account_id: str, spec: GrantSpec, idempotency_key: str, *,
@@ -171,7 +172,7 @@ class Admin:
             return grant_id
 
         answer, replayed = await self._admin(account_id, idempotency_key, "top_up", request_hash, now, body)
-        row = await self.ledger._call(lambda c: c.fetchrow(Q["get_grant"], answer, account_id))
+        row = await self.ledger.run(lambda c: c.fetchrow(Q["get_grant"], answer, account_id))
         return _grant_state(row), replayed
 
     def _grant_of(self, spec: GrantSpec, sub: asyncpg.Record | None, self_service: bool, starts: int) -> _NewGrant:
@@ -208,7 +209,7 @@ class Admin:
 
         _, replayed = await self._admin(account_id, idempotency_key, "set_status",
                                         request_fingerprint("set_status", status), now, body)
-        row = await self.ledger._call(lambda c: c.fetchrow(Q["get_account"], account_id))
+        row = await self.ledger.run(lambda c: c.fetchrow(Q["get_account"], account_id))
         return _account_info(row, replayed)
 
     async def adjust(self, account_id: str, grant_id: str, amount: int, reason: str,
@@ -251,7 +252,7 @@ class Admin:
 
         _, replayed = await self._admin(account_id, idempotency_key, "adjust",
                                         request_fingerprint("adjust", grant_id, amount, reason), now, body)
-        row = await self.ledger._call(lambda c: c.fetchrow(Q["get_grant"], grant_id, account_id))
+        row = await self.ledger.run(lambda c: c.fetchrow(Q["get_grant"], grant_id, account_id))
         return _grant_state(row), replayed
 
     async def change_owner(self, account_id: str, owner_id: str, idempotency_key: str) -> AccountInfo:
@@ -272,7 +273,7 @@ class Admin:
 
         _, replayed = await self._admin(account_id, idempotency_key, "change_owner",
                                         request_fingerprint("change_owner", owner_id), now, body)
-        row = await self.ledger._call(lambda c: c.fetchrow(Q["get_account"], account_id))
+        row = await self.ledger.run(lambda c: c.fetchrow(Q["get_account"], account_id))
         return _account_info(row, replayed)
 
     async def _admin(self, account_id: str, key: str, kind: str, request_hash: str, now: int,

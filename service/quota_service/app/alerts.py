@@ -125,7 +125,7 @@ class AlertFeed:
         stream's backlog ends there, and the hub hands it every later event."""
         async with self._lock:
             if self._hub is None or self._hub.done():
-                self._cursor = int(await self.ledger._call(lambda c: c.fetchval(_LAST)))
+                self._cursor = int(await self.ledger.run(lambda c: c.fetchval(_LAST)))
                 await self._listen()
                 self._hub = asyncio.create_task(self._run(), name="alert-hub")
             self._add(stream)
@@ -146,7 +146,7 @@ class AlertFeed:
 
     async def _read_new(self) -> None:
         while self._streams:
-            rows = await self.ledger._call(functools.partial(_fetch, _NEW, (self._cursor, PAGE)))
+            rows = await self.ledger.run(functools.partial(_fetch, _NEW, (self._cursor, PAGE)))
             for r in rows:
                 self._cursor = r["event_id"]
                 for key in (("account_id", r["account_id"]), ("org_id", r["org_id"])):
@@ -194,7 +194,7 @@ class AlertFeed:
     async def _backlog(self, column: str, key: str, after: int, upto: int) -> AsyncIterator[pb.AlertEvent]:
         sql = _BACKLOG.format(where=f"{column} = $1")
         while after < upto:
-            rows = await self.ledger._call(functools.partial(_fetch, sql, (key, after, upto, PAGE)))
+            rows = await self.ledger.run(functools.partial(_fetch, sql, (key, after, upto, PAGE)))
             for r in rows:
                 after = r["event_id"]
                 yield _event(r)

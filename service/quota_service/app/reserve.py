@@ -167,17 +167,19 @@ def _reserve_error(raw: dict[str, Any], account_id: str, meter: str) -> QuotaErr
 
 class HotPath:
     def __init__(self, store: RedisStore, ledger: PostgresLedger, committer: GroupCommitter,
-                 rebuilder: Rebuilder, clock: Clock, settings: Settings) -> None:
+                 rebuilder: Rebuilder, clock: Clock, settings: Settings, *,
+                 auto_top_up: Callable[[str, str, str], Awaitable[bool]] | None = None,
+                 roll_due: Callable[[str], Awaitable[bool]] | None = None) -> None:
         self.store = store
         self.ledger = ledger
         self.committer = committer
         self.rebuilder = rebuilder
         self.clock = clock
         self.settings = settings
-        # TA9: (account, currency, idempotency key) -> whether credit was added (set by the server)
-        self.auto_top_up: Callable[[str, str, str], Awaitable[bool]] | None = None
-        # rolls over an account's ended cycle now; whether it did (set by the server: the cycler)
-        self.roll_due: Callable[[str], Awaitable[bool]] | None = None
+        # TA9: (account, currency, idempotency key) -> whether credit was added
+        self.auto_top_up = auto_top_up
+        # rolls over an account's ended cycle now; whether it did (the cycler)
+        self.roll_due = roll_due
         # calls under way in this process, by (account, idempotency key): a concurrent retry waits
         self._inflight: dict[tuple[str, str], tuple[str, asyncio.Future[Decision]]] = {}
         # unary reservations waiting to be sent to Redis together (None: each call on its own)

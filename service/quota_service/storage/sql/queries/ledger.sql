@@ -274,3 +274,6 @@ DELETE FROM alert_events e USING doomed d WHERE e.event_id = d.event_id;
 -- records the part that is only there for the debt
 UPDATE grants SET debt_overdraft = debt_overdraft + ($3 - overdraft_limit), overdraft_limit = $3
  WHERE grant_id = $1 AND account_id = $2;
+
+-- name: end_grant
+UPDATE grants SET expires_at_ms = $3 WHERE grant_id = $1 AND account_id = $2;

@@ -1,0 +1,54 @@
+"""Applies the billing core's ledger operations (``domain.billing.ops``) on a connection that is
+already inside the caller's transaction, in the order given."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import asyncpg
+
+from quota_service.domain.billing import ops
+from quota_service.storage.queries import Q
+
+
+async def write_entry(conn: asyncpg.Connection, account_id: str, e: ops.Entry) -> None:
+    await conn.execute(Q["insert_entry"], account_id, e.kind, e.grant_id, e.bucket, e.d_granted, e.d_used, e.key,
+                       e.amount, e.at_ms, dict(e.attrs))
+
+
+async def create_grant(conn: asyncpg.Connection, account_id: str, g: ops.NewGrant) -> bool:
+    """Creates the grant and writes its entries; False (and nothing written) when its id is taken."""
+    status = await conn.execute(Q["insert_item_grant"], g.grant_id, account_id, g.bucket, g.source, g.label,
+                                g.priority, g.starts_ms, g.expires_ms, g.granted, g.used, g.overdraft, g.item,
+                                g.cycle_no, g.carries)
+    if status.endswith(" 0"):
+        return False
+    for e in g.entries:
+        await write_entry(conn, account_id, e)
+    return True
+
+
+async def apply(conn: asyncpg.Connection, account_id: str, operations: Iterable[ops.Op]) -> list[bool]:
+    """Apply each operation; for each, whether it changed anything (a grant whose id was taken did not)."""
+    done: list[bool] = []
+    for op in operations:
+        match op:
+            case ops.NewGrant():
+                done.append(await create_grant(conn, account_id, op))
+                continue
+            case ops.Entry():
+                await write_entry(conn, account_id, op)
+            case ops.MoveGranted():
+                await conn.execute(Q["move_granted"], op.grant_id, account_id, op.delta)
+            case ops.MoveUsed():
+                await conn.execute(Q["move_used"], op.grant_id, account_id, op.delta)
+            case ops.EndGrant():
+                await conn.execute(Q["end_grant"], op.grant_id, account_id, op.at_ms)
+            case ops.SetDebtOverdraft():
+                await conn.execute(Q["set_debt_overdraft"], op.grant_id, account_id, op.amount)
+            case ops.FloorFollowsDebt():
+                await conn.execute(Q["floor_follows_debt"], op.grant_id, account_id)
+            case ops.BumpEpoch():
+                await conn.execute(Q["bump_epoch"], account_id)
+        done.append(True)
+    return done
