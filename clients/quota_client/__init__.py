@@ -10,9 +10,11 @@ from quota_client.results import (
     Decision,
     Grant,
     GrantPart,
+    ItemResult,
     MeterBalance,
     MeterPolicy,
     PlanChange,
+    ReserveItem,
     Statement,
     StatementLine,
     Subscription,
@@ -28,6 +30,7 @@ from quota_client.results import (
 )
 
 __all__ = ["Account", "AccountOverview", "AccountPage", "Alert", "AsyncQuotaClient", "Balance", "Decision", "Grant",
-           "GrantPart", "MeterBalance", "MeterPolicy", "PlanChange", "QuotaClient", "QuotaClientError", "Statement",
+           "GrantPart", "ItemResult", "MeterBalance", "MeterPolicy", "PlanChange", "QuotaClient", "QuotaClientError",
+           "ReserveItem", "Statement",
            "StatementLine", "Subscription", "Transaction", "TransactionPage", "Trend", "TrendPoint", "TrendSeries",
            "UsagePage", "UsageRow", "VerifyDifference", "VerifyReport", "new_key"]

@@ -2,17 +2,25 @@
 
 Every mutating call takes an idempotency key, generated once per logical call when not given and
 reused on every retry, so a retry never has a second effect. Retries happen on UNAVAILABLE only,
-with exponential backoff and jitter, within the call's overall deadline.
+with exponential backoff and jitter, within the call's overall deadline. Batches and streams carry a
+key per item, so an item answered UNAVAILABLE (or a stream cut by UNAVAILABLE) is sent again safely.
+
+Replicas: a target that resolves to several addresses (`dns:///quota-headless:50051`, or
+`ipv4:10.0.0.1:50051,10.0.0.2:50051`) is balanced round robin, per call, through the gRPC service
+config (docs/CLIENT.md): gRPC keeps one long-lived connection per address, so without it every call
+of a client would go to one replica.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -26,7 +34,9 @@ from quota_client.results import (
     Balance,
     Decision,
     Grant,
+    ItemResult,
     MeterPolicy,
+    ReserveItem,
     Statement,
     Subscription,
     TransactionPage,
@@ -51,22 +61,49 @@ def new_key() -> str:
     return uuid.uuid4().hex
 
 
+BATCH_MODES = ("RESERVE", "CONSUME", "CHECK")
+LOAD_BALANCING = ("round_robin", "pick_first")
+_UNAVAILABLE = "UNAVAILABLE"
+
+
+def channel_options(load_balancing: str) -> list[tuple[str, Any]]:
+    """The channel's service config: `round_robin` spreads calls over every address the target
+    resolves to (one connection each); `pick_first` sends them all to the first that answers."""
+    if load_balancing not in LOAD_BALANCING:
+        raise ValueError(f"load_balancing must be one of {', '.join(LOAD_BALANCING)}")
+    return [("grpc.service_config", json.dumps({"loadBalancingConfig": [{load_balancing: {}}]}))]
+
+
+def api_key_from_env() -> str:
+    """QUOTA_API_KEY, else the text of the file QUOTA_API_KEY_FILE names (a mounted secret), without
+    its trailing newline; "" when neither is set."""
+    key = os.environ.get("QUOTA_API_KEY", "")
+    path = os.environ.get("QUOTA_API_KEY_FILE", "")
+    if key or not path:
+        return key
+    return Path(path).read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
+
+
 class AsyncQuotaClient:
     def __init__(self, target: str, *, api_key: str | None = None, timeout_s: float = 2.0, retries: int = 4,
                  backoff_s: float = 0.05, root_certificates: bytes | None = None, tls: bool = False,
-                 client_certificate: tuple[bytes, bytes] | None = None, channel: aio.Channel | None = None) -> None:
-        """target: "host:port". api_key: "qk_..." (default: env QUOTA_API_KEY).
-        timeout_s: overall deadline of one logical call, retries included.
-        tls / root_certificates / client_certificate (key PEM, chain PEM): TLS, and mutual TLS."""
+                 client_certificate: tuple[bytes, bytes] | None = None, channel: aio.Channel | None = None,
+                 load_balancing: str = "round_robin") -> None:
+        """target: "host:port", or several replicas: "dns:///name:port" (every address of the name) or
+        "ipv4:host1:port1,host2:port2". api_key: "qk_..." (default: env QUOTA_API_KEY, or the file
+        QUOTA_API_KEY_FILE names). timeout_s: overall deadline of one logical call, retries included.
+        tls / root_certificates / client_certificate (key PEM, chain PEM): TLS, and mutual TLS.
+        load_balancing: "round_robin" (each call to the next replica) or "pick_first"."""
         if channel is None:
+            options = channel_options(load_balancing)
             if tls or root_certificates or client_certificate:
                 private_key, chain = client_certificate or (None, None)
                 creds = grpc.ssl_channel_credentials(root_certificates, private_key, chain)
-                channel = aio.secure_channel(target, creds)
+                channel = aio.secure_channel(target, creds, options=options)
             else:
-                channel = aio.insecure_channel(target)
+                channel = aio.insecure_channel(target, options=options)
         self._channel = channel
-        token = api_key if api_key is not None else os.environ.get("QUOTA_API_KEY", "")
+        token = api_key if api_key is not None else api_key_from_env()
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._stub = pb_grpc.QuotaServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self.timeout_s = timeout_s
@@ -151,6 +188,84 @@ class AsyncQuotaClient:
         req = pb.ReleaseRequest(account_id=account_id, reservation_id=reservation_id,
                                 idempotency_key=idempotency_key or new_key())
         return Decision.from_pb(await self._call(self._rpc("Release"), req, timeout_s))
+
+    # -- many reservations at once: a key per item, items answered UNAVAILABLE sent again ---------------
+
+    async def reserve_batch(self, items: Iterable[ReserveItem], *, mode: str = "RESERVE",
+                            timeout_s: float | None = None) -> list[ItemResult]:
+        """Up to 1,000 items in one ReserveBatch; one ItemResult per item, in their order (tag = index).
+
+        mode: RESERVE, CONSUME or CHECK, for every item. A denial is a decided item, a bad item
+        carries its own error. Each item keeps its idempotency key (made here when it has none), so
+        retrying is safe: the whole call is retried on UNAVAILABLE, and then the items answered
+        UNAVAILABLE alone, with backoff, within `timeout_s` (the deadline of the whole batch)."""
+        batch_mode = _batch_mode(mode)
+        keyed = [(item, item.idempotency_key or (new_key() if mode != "CHECK" else "")) for item in items]
+        results: list[ItemResult | None] = [None] * len(keyed)
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        todo = list(range(len(keyed)))
+        for attempt in range(self.retries + 1):
+            req = pb.ReserveBatchRequest(items=[keyed[i][0].to_pb(keyed[i][1]) for i in todo], mode=batch_mode)
+            resp = await self._call(self._rpc("ReserveBatch"), req, max(deadline - time.monotonic(), 0.001))
+            for i, r in zip(todo, resp.results, strict=True):
+                results[i] = ItemResult.from_pb(r, i, keyed[i][1])
+            todo = [i for i in todo if results[i].error == _UNAVAILABLE]  # type: ignore[union-attr]
+            delay = self.backoff_s * (2**attempt) * (0.5 + random.random())
+            if not todo or time.monotonic() + delay >= deadline:
+                break
+            await asyncio.sleep(delay)
+        return [r for r in results if r is not None]
+
+    async def reserve_stream(self, items: Iterable[ReserveItem] | AsyncIterable[ReserveItem], *,
+                             mode: str = "RESERVE", timeout_s: float | None = None) -> AsyncIterator[ItemResult]:
+        """One ReserveStream for every item of `items` (read as the stream goes, so it may be endless);
+        yields an ItemResult per item as it is answered, not in order: `tag` is the item's position.
+
+        Each item keeps its idempotency key (made here when it has none). An item answered UNAVAILABLE
+        is sent again on the stream, and a stream cut by UNAVAILABLE is opened again with the items
+        it had not answered, with backoff, at most `retries` times, within `timeout_s` when given (the
+        deadline of the whole stream; None = none). The stream ends when every item is answered."""
+        feed = _StreamFeed(items, _batch_mode(mode), with_keys=mode != "CHECK")
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        feed.start()
+        try:
+            failures = 0
+            while True:
+                try:
+                    call = self._stub.ReserveStream(feed.requests(), metadata=self._metadata,
+                                                    timeout=None if deadline is None else
+                                                    max(deadline - time.monotonic(), 0.001))
+                    try:
+                        async for r in call:
+                            result = feed.answered(r)
+                            if result.error == _UNAVAILABLE and feed.attempts(r.tag) < self.retries:
+                                delay = self._delay(feed.attempts(r.tag) + 1, deadline)
+                                if delay is not None:
+                                    feed.resend(r.tag, delay)
+                                    continue
+                            feed.done(r.tag)
+                            yield result
+                    finally:
+                        call.cancel()  # a caller that stopped iterating ends the stream (no-op once it ended)
+                    feed.raise_input_error()
+                    return
+                except aio.AioRpcError as exc:
+                    failures += 1
+                    delay = self._delay(failures, deadline)
+                    code = _stream_code(exc)
+                    if code != grpc.StatusCode.UNAVAILABLE or failures > self.retries or delay is None:
+                        raise QuotaClientError(code, exc.details() or "") from exc
+                    await asyncio.sleep(delay)
+                    feed.reopen()
+        finally:
+            await feed.close()
+
+    def _delay(self, attempt: int, deadline: float | None) -> float | None:
+        """The backoff before retry number `attempt` (1 = the first), None when it would pass the deadline."""
+        delay = self.backoff_s * 2.0 ** (attempt - 1) * (0.5 + random.random())
+        if deadline is not None and time.monotonic() + delay >= deadline:
+            return None
+        return delay
 
     async def balance(self, account_id: str, meter: str = "", *, as_of_ms: int = 0,
                       timeout_s: float | None = None) -> Balance:
@@ -247,11 +362,15 @@ class AsyncQuotaClient:
 
     async def export_usage(self, account_id: str, out: Any, *, from_ms: int = 0, to_ms: int = 0, meter: str = "",
                            attributes: Mapping[str, str] | None = None, attribute_columns: tuple[str, ...] = (),
-                           timeout_s: float = 300.0) -> int:
+                           raw: bool = False, timeout_s: float = 300.0) -> int:
         """Stream the usage CSV into the binary file `out`, chunk by chunk; returns the data rows written (R3).
-        Not retried: a failed export is started again by the caller."""
+        Not retried: a failed export is started again by the caller.
+
+        The CSV is safe to open in a spreadsheet: a text cell beginning with =, +, -, @, a tab or a
+        carriage return has a single quote in front (numbers are never changed). raw=True: every value
+        exactly as stored, for programs that parse the file."""
         req = pb.ExportUsageRequest(filter=_usage_filter(account_id, from_ms, to_ms, meter, attributes),
-                                    attribute_columns=list(attribute_columns))
+                                    attribute_columns=list(attribute_columns), raw=raw)
         rows = 0
         try:
             async for chunk in self._stub.ExportUsage(req, timeout=timeout_s, metadata=self._metadata):
@@ -318,6 +437,124 @@ class AsyncQuotaClient:
             call.cancel()
 
 
+# grpcio's asyncio client reports a request write that failed because the connection was lost as
+# INTERNAL with this text, made by the client library itself, instead of the call's real status (an
+# upstream bug): it is the connection's loss, UNAVAILABLE. An INTERNAL from the server has its own text.
+_LOST_WRITE = "Internal error from Core"
+
+
+def _stream_code(exc: aio.AioRpcError) -> grpc.StatusCode:
+    """The status of a failed stream, with a lost connection under a write read as UNAVAILABLE."""
+    if exc.code() == grpc.StatusCode.INTERNAL and exc.details() == _LOST_WRITE:
+        return grpc.StatusCode.UNAVAILABLE
+    return exc.code()
+
+
+def _batch_mode(mode: str) -> Any:
+    if mode not in BATCH_MODES:
+        raise ValueError(f"mode must be one of {', '.join(BATCH_MODES)}")
+    return pb.BatchMode.Value(mode)
+
+
+async def _each(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+class _StreamFeed:
+    """The items of one reserve_stream across the calls a retried stream makes: their tags and keys,
+    what is queued, what was written on the current call and what is not answered yet.
+
+    The caller's items are read by a task into a bounded queue, so an endless or slow source feeds
+    the stream as it goes and a slow server holds the reader back. The queue ends (None) once the
+    source is exhausted and every item has its final answer, which half-closes the stream."""
+
+    QUEUE_MAX = 256
+
+    def __init__(self, items: Iterable[ReserveItem] | AsyncIterable[ReserveItem], mode: Any, *,
+                 with_keys: bool) -> None:
+        self._items, self._mode, self._with_keys = items, mode, with_keys
+        self._queue: asyncio.Queue[pb.StreamReserveRequest | None] = asyncio.Queue(self.QUEUE_MAX)
+        self._open: dict[int, pb.StreamReserveRequest] = {}  # read, not finally answered
+        self._sent: set[int] = set()  # written on the current call, not answered
+        self._attempts: dict[int, int] = {}
+        self._input_done = False
+        self._input_error: BaseException | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._spawn(self._read())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(self) -> None:
+        tag = 0
+        try:
+            async for item in _each(self._items):
+                key = item.idempotency_key or (new_key() if self._with_keys else "")
+                req = pb.StreamReserveRequest(item=item.to_pb(key), mode=self._mode, tag=tag)
+                self._open[tag] = req
+                await self._queue.put(req)
+                tag += 1
+        except Exception as exc:  # the caller's source failed: end the stream, then raise it to the caller
+            self._input_error = exc
+        self._input_done = True
+        await self._finish_if_done()
+
+    async def _finish_if_done(self) -> None:
+        if self._input_done and (not self._open or self._input_error is not None):
+            await self._queue.put(None)
+
+    async def requests(self) -> AsyncIterator[pb.StreamReserveRequest]:
+        """The request side of one call."""
+        while (req := await self._queue.get()) is not None:
+            self._sent.add(req.tag)
+            yield req
+
+    def answered(self, r: Any) -> ItemResult:
+        self._sent.discard(r.tag)
+        return ItemResult.from_pb(r, r.tag, self._open[r.tag].item.idempotency_key)
+
+    def attempts(self, tag: int) -> int:
+        return self._attempts.get(tag, 0)
+
+    def done(self, tag: int) -> None:
+        del self._open[tag]
+        if not self._open and self._input_done:
+            self._spawn(self._finish_if_done())
+
+    def resend(self, tag: int, delay_s: float) -> None:
+        """Send an item again (with its key) after `delay_s`, on the stream open by then."""
+        self._attempts[tag] = self.attempts(tag) + 1
+
+        async def later() -> None:
+            await asyncio.sleep(delay_s)
+            await self._queue.put(self._open[tag])
+        self._spawn(later())
+
+    def reopen(self) -> None:
+        """A new call follows a broken one: what was written on it and not answered is sent again."""
+        for tag in sorted(self._sent):
+            self._spawn(self._queue.put(self._open[tag]))
+        self._sent.clear()
+
+    def raise_input_error(self) -> None:
+        if self._input_error is not None:
+            raise self._input_error
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 def _usage_filter(account_id: str, from_ms: int, to_ms: int, meter: str,
                   attributes: Mapping[str, str] | None) -> pb.UsageFilter:
     return pb.UsageFilter(account_id=account_id, from_ms=from_ms, to_ms=to_ms, meter=meter,
@@ -340,6 +577,32 @@ class QuotaClient:
         if not asyncio.iscoroutinefunction(method):
             raise AttributeError(name)
         return lambda *a, **kw: self._loop.run_until_complete(method(*a, **kw))
+
+    def reserve_stream(self, items: Iterable[ReserveItem], *, mode: str = "RESERVE",
+                       timeout_s: float | None = None) -> Iterator[ItemResult]:
+        """AsyncQuotaClient.reserve_stream as an iterator. `items` is read on the client's event loop
+        while the caller waits for the next result: a list, or a generator that does not block."""
+        return self._iterate(self._async.reserve_stream(items, mode=mode, timeout_s=timeout_s))
+
+    def watch_alerts(self, *, account_id: str = "", org_id: str = "", after_event_id: int = 0) -> Iterator[Any]:
+        """AsyncQuotaClient.watch_alerts as an iterator: the stored events after `after_event_id`, then
+        new ones as they happen (the iterator waits for them); stop iterating (or close()) to end it."""
+        return self._iterate(self._async.watch_alerts(account_id=account_id, org_id=org_id,
+                                                      after_event_id=after_event_id))
+
+    def _iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+        """Drive an async iterator of the async client one item at a time on the private loop; leaving
+        the loop early (break, an exception, garbage collection) closes the stream."""
+        try:
+            while True:
+                try:
+                    yield self._loop.run_until_complete(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None and not self._loop.is_closed():
+                self._loop.run_until_complete(aclose())
 
     def close(self) -> None:
         self._loop.run_until_complete(self._async.close())

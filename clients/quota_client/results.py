@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from quota.v1 import quota_pb2 as pb
@@ -52,6 +53,62 @@ class Decision:
             alerts=tuple(Alert(a.meter, a.threshold_pct_left) for a in m.alerts),
             parts=tuple(GrantPart(p.grant_id, p.bucket, p.amount) for p in m.parts),
             replayed=m.replayed, expires_at_ms=m.expires_at_ms)
+
+
+@dataclass(frozen=True)
+class ReserveItem:
+    """One reservation (or consume, or check) of a ReserveBatch or a ReserveStream.
+
+    idempotency_key None: the client makes one for the item, once, and sends it again with every
+    retry of the item, so a retried batch or stream never charges an item twice."""
+
+    account_id: str
+    meter: str
+    amount: int = 1
+    idempotency_key: str | None = None
+    ttl_ms: int = 0  # RESERVE: the hold's lifetime; 0 = the service's default
+    dedup_key: str = ""
+    dedup_window_s: int = 0
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    feature: str = ""
+
+    def to_pb(self, idempotency_key: str) -> Any:
+        return pb.ReserveRequest(account_id=self.account_id, meter=self.meter, amount=self.amount,
+                                 idempotency_key=idempotency_key, ttl_ms=self.ttl_ms, dedup_key=self.dedup_key,
+                                 dedup_window_s=self.dedup_window_s, attributes=dict(self.attributes),
+                                 feature=self.feature)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The answer to one item of a batch or a stream: a Decision (granted or denied), or an error.
+
+    `tag` is the item's position in what the caller passed (0 = the first), for a batch and a
+    stream alike. `error` is the gRPC status code name the item would have had as a unary call
+    (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, RESOURCE_EXHAUSTED, UNAVAILABLE ...), "" when decided."""
+
+    tag: int
+    decision: Decision | None
+    error: str = ""
+    message: str = ""
+    idempotency_key: str = ""  # the key the item was sent with (generated when the item had none)
+
+    @property
+    def granted(self) -> bool:
+        return self.decision is not None and self.decision.granted
+
+    @classmethod
+    def from_pb(cls, r: Any, tag: int, idempotency_key: str) -> ItemResult:
+        if r.HasField("decision"):
+            return cls(tag, Decision.from_pb(r.decision), idempotency_key=idempotency_key)
+        return cls(tag, None, _CODE_NAMES.get(r.error.code, str(r.error.code)), r.error.message, idempotency_key)
+
+
+# google.rpc.Code numbers (ItemError.code) to their names, as grpc.StatusCode spells them
+_CODE_NAMES = {0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
+               6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION",
+               10: "ABORTED", 11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED", 13: "INTERNAL", 14: "UNAVAILABLE",
+               15: "DATA_LOSS", 16: "UNAUTHENTICATED"}
 
 
 @dataclass(frozen=True)

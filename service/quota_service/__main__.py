@@ -4,10 +4,13 @@
     quota-service keys create --role enforce --account acme [--org o] [--label L]
     quota-service keys revoke KEY_ID
     quota-service keys list
+    quota-service keys generate        print a new key, stored nowhere: for QUOTA_BOOTSTRAP_ADMIN_KEY(_FILE)
     quota-service verify [--account ID] [--json]   check that balances equal the ledger (N4)
+    quota-service health [--service NAME]          exit 0 when the local server is SERVING (container checks)
 
 Without QUOTA_REDIS_URL / QUOTA_POSTGRES_DSN it starts embedded Valkey and Postgres with their data
-under QUOTA_DATA_DIR (default .data), and prints an admin API key it keeps in that folder.
+under QUOTA_DATA_DIR (default .data), and prints an admin API key it keeps in that folder. A
+container gets its first admin key from QUOTA_BOOTSTRAP_ADMIN_KEY_FILE instead (bootstrap.py).
 """
 
 from __future__ import annotations
@@ -65,7 +68,13 @@ def keys_command(settings: Settings, argv: list[str]) -> int:
     r = sub.add_parser("revoke")
     r.add_argument("key_id")
     sub.add_parser("list")
+    sub.add_parser("generate", help="print a new key for QUOTA_BOOTSTRAP_ADMIN_KEY(_FILE); nothing is stored")
     args = p.parse_args(argv)
+    if args.cmd == "generate":
+        from quota_service.bootstrap import generate_key
+
+        print(generate_key())
+        return 0
     if not settings.postgres_dsn:
         print("quota-service keys: set QUOTA_POSTGRES_DSN", file=sys.stderr)
         return 2
@@ -78,13 +87,47 @@ def keys_command(settings: Settings, argv: list[str]) -> int:
         ok = asyncio.run(_with_db(settings.postgres_dsn, lambda conn: auth.revoke_key(conn, args.key_id)))
         print("revoked" if ok else "no such active key")
         return 0 if ok else 1
-    rows = asyncio.run(_with_db(settings.postgres_dsn, lambda conn: conn.fetch(
-        "SELECT key_id, roles, accounts, orgs, label, created_at, revoked_at FROM api_keys ORDER BY created_at")))
+    rows = asyncio.run(_with_db(settings.postgres_dsn, auth.list_keys))
     for row in rows:
         state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "active"
         print(f"{row['key_id']}  {','.join(row['roles'])}  accounts={','.join(row['accounts']) or '-'}  "
               f"orgs={','.join(row['orgs']) or '-'}  {state}  {row['label']}")
     return 0
+
+
+def health_command(settings: Settings, argv: list[str]) -> int:
+    """A container health check (compose's `healthcheck`), where no gRPC probe is built in: asks the
+    local server's gRPC health service, prints the status, exit 0 only when SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    p = argparse.ArgumentParser(prog="quota-service health", description=health_command.__doc__)
+    p.add_argument("--target", default=f"127.0.0.1:{settings.port}", help="default: 127.0.0.1:QUOTA_PORT")
+    p.add_argument("--service", default="", help='"" readiness (both backends answer; default), "process" liveness')
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds")
+    args = p.parse_args(argv)
+    try:
+        with grpc.insecure_channel(args.target) as channel:
+            resp = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+    except grpc.RpcError as exc:
+        print(f"quota-service health: {exc.code().name}", file=sys.stderr)
+        return 1
+    print(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+    return 0 if resp.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def _subcommand(settings: Settings, argv: list[str]) -> int:
+    if argv[0] == "keys":
+        return keys_command(settings, argv[1:])
+    if argv[0] == "health":
+        return health_command(settings, argv[1:])
+    if argv[0] == "verify":
+        from quota_service import verify
+
+        return verify.main(settings, argv[1:])
+    print(__doc__, file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,20 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"quota-service: {exc}", file=sys.stderr)
         return 2
-    if argv[:1] == ["keys"]:
-        return keys_command(settings, argv[1:])
-    if argv[:1] == ["verify"]:
-        from quota_service import verify
-
-        return verify.main(settings, argv[1:])
     if argv:
-        print(__doc__, file=sys.stderr)
-        return 2
+        return _subcommand(settings, argv)
     from quota_service import embedded
     from quota_service.server import configure_logging, load_catalogues, serve
 
     try:
         load_catalogues(settings.catalogue_dir)  # fail fast on a broken catalogue, before starting anything
+        if settings.bootstrap_admin_key:
+            from quota_service.bootstrap import split
+
+            split(settings.bootstrap_admin_key)  # so does a malformed bootstrap key
     except SettingsError as exc:
         print(f"quota-service: {exc}", file=sys.stderr)
         return 2

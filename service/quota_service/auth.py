@@ -25,6 +25,7 @@ from cachetools import TTLCache
 from quota_service.api.overload import ResourceExhausted, TokenBucket
 from quota_service.domain import validation as v
 from quota_service.errors import QuotaError, Unavailable
+from quota_service.storage.queries import Q
 
 if TYPE_CHECKING:
     from quota_service.storage.postgres import PostgresLedger
@@ -101,16 +102,20 @@ async def create_key(conn: asyncpg.Connection, roles: list[str], *, accounts: li
     if "self_service" in roles and (orgs or "*" in accounts or len(set(accounts)) != 1):
         raise ValueError("a self_service key is a customer's own: scope it to exactly one account (--account)")
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32).replace("_", "-")
-    await conn.execute("INSERT INTO api_keys (key_id, secret_hash, roles, accounts, orgs, label) "
-                       "VALUES ($1, $2, $3, $4, $5, $6)", key_id, hash_secret(secret), sorted(set(roles)),
-                       list(accounts), list(orgs), label)
+    await conn.execute(Q["auth_create_key"], key_id, hash_secret(secret), sorted(set(roles)), list(accounts),
+                       list(orgs), label)
     return f"qk_{key_id}_{secret}"
 
 
 async def revoke_key(conn: asyncpg.Connection, key_id: str) -> bool:
-    status = await conn.execute("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
-                                key_id)
+    status = await conn.execute(Q["auth_revoke_key"], key_id)
     return bool(status.endswith(" 1"))
+
+
+async def list_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every key (revoked ones too), oldest first: id, roles, scope, label, created_at, revoked_at."""
+    rows: list[asyncpg.Record] = await conn.fetch(Q["auth_list_keys"])
+    return rows
 
 
 def _cache(max_entries: int, ttl_s: float) -> TTLCache[str, T]:
@@ -162,8 +167,7 @@ class KeyStore:
         fut: asyncio.Future[tuple[Principal | None, str]] = asyncio.get_running_loop().create_future()
         self._lookups[key_id] = fut
         try:
-            row = await self.ledger.fetchrow("SELECT secret_hash, roles, accounts, orgs FROM api_keys "
-                                             "WHERE key_id = $1 AND revoked_at IS NULL", key_id)
+            row = await self.ledger.fetchrow(Q["auth_active_key"], key_id)
             principal = None if row is None else Principal(key_id, frozenset(row["roles"]),
                                                            frozenset(row["accounts"]), frozenset(row["orgs"]))
             hit = (principal, row["secret_hash"] if row else "")
@@ -187,14 +191,13 @@ class KeyStore:
             if time.monotonic() - self._valid_at < VALID_IDS_REFRESH_S:
                 return
             self._valid_at = time.monotonic()  # a failed read is not tried again within the second either
-            rows = await self.ledger.run(lambda c: c.fetch("SELECT key_id FROM api_keys WHERE revoked_at IS NULL"))
+            rows = await self.ledger.run(lambda c: c.fetch(Q["auth_active_key_ids"]))
             self._valid = {r["key_id"] for r in rows}
 
     async def org_of(self, account_id: str) -> str:
         org = self._orgs.get(account_id)
         if org is None:
-            org = await self.ledger.fetchval("SELECT COALESCE(org_id, '') FROM accounts WHERE account_id = $1",
-                                             account_id) or ""
+            org = await self.ledger.fetchval(Q["auth_account_org"], account_id) or ""
             self._orgs[account_id] = org
         return org
 

@@ -2,13 +2,18 @@
 
 Every setting has a default suitable for local use; a malformed value fails at start-up with a
 message that names the variable.
+
+A secret (SECRET_SETTINGS) may instead be given as QUOTA_<NAME>_FILE, the path of a file that
+holds it: a mounted Kubernetes Secret or a compose secret, so that the value never sits in the
+environment of the process or in a manifest. The file's text is the value, without its trailing
+newline (`echo secret > file` writes one). The TLS private key is a file already (QUOTA_TLS_KEY_FILE).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from quota_service.errors import SettingsError
@@ -21,12 +26,42 @@ def _default_catalogue_dir() -> str:
     return str(_SHIPPED_CATALOGUES) if _SHIPPED_CATALOGUES.is_dir() else ""
 
 
+# The settings that are secrets: each may be given in a file (QUOTA_<NAME>_FILE), and none is shown
+# by repr(), so a settings object that ends up in a log line or a traceback does not carry them.
+SECRET_SETTINGS = ("redis_url", "postgres_dsn", "page_token_secret", "bootstrap_admin_key")
+
+
+def file_variable(name: str) -> str:
+    """The environment variable that names the file holding a secret setting: QUOTA_POSTGRES_DSN_FILE."""
+    return f"QUOTA_{name.upper()}_FILE"
+
+
+def _secret_from_file(env: Mapping[str, str], name: str) -> str | None:
+    """The secret setting `name` read from the file its _FILE variable names; None when that is not set.
+
+    Both forms at once is an error rather than a silent precedence: an operator who moved a secret
+    into a file and forgot the old variable would otherwise run with the value they meant to retire.
+    """
+    var, file_var = f"QUOTA_{name.upper()}", file_variable(name)
+    path = env.get(file_var, "")
+    if not path:
+        return None
+    if env.get(var, ""):
+        raise SettingsError(f"{var} and {file_var} are both set: give the value or the file, not both")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SettingsError(f"{file_var}={path!r}: cannot read the file ({reason})") from exc
+    return text.removesuffix("\n").removesuffix("\r")
+
+
 @dataclass(frozen=True)
 class Settings:
-    redis_url: str = ""  # QUOTA_REDIS_URL; empty = start an embedded Valkey
+    redis_url: str = field(default="", repr=False)  # QUOTA_REDIS_URL (or _FILE); empty = start an embedded Valkey
     redis_max_connections: int = 256  # QUOTA_REDIS_MAX_CONNECTIONS: per replica (per node in a cluster); calls wait beyond
     redis_cluster: bool = False  # QUOTA_REDIS_CLUSTER: QUOTA_REDIS_URL names a node of a Redis Cluster
-    postgres_dsn: str = ""  # QUOTA_POSTGRES_DSN; empty = start an embedded Postgres
+    postgres_dsn: str = field(default="", repr=False)  # QUOTA_POSTGRES_DSN (or _FILE); empty = start an embedded Postgres
     data_dir: Path = Path(".data")  # QUOTA_DATA_DIR: where embedded servers keep their data
     host: str = "127.0.0.1"  # QUOTA_HOST
     port: int = 50051  # QUOTA_PORT; 0 = any free port
@@ -64,6 +99,7 @@ class Settings:
     otlp_endpoint: str = ""  # QUOTA_OTLP_ENDPOINT: OTLP/gRPC collector for traces, e.g. http://otel:4317; empty = no traces
     trace_sample_ratio: float = 1.0  # QUOTA_TRACE_SAMPLE_RATIO: share of root spans kept, 0..1
     metrics_port: int = 0  # QUOTA_METRICS_PORT: Prometheus scrape endpoint (/metrics); 0 = off
+    metrics_host: str = ""  # QUOTA_METRICS_HOST: address /metrics binds; empty = the same as QUOTA_HOST
     # QUOTA_MAX_CLOCK_OFFSET_MS: every replica decides with Redis's time (TIME), measured against its host
     # clock every QUOTA_CLOCK_SYNC_INTERVAL_MS; a host clock further off than this stops the replica
     # from serving (NOT_SERVING, calls UNAVAILABLE) until it is back within the bound
@@ -73,15 +109,18 @@ class Settings:
     # deadline answers UNAVAILABLE (retry with the same key) rather than DEADLINE_EXCEEDED
     deadline_margin_ms: int = 50
     health_interval_ms: int = 500  # QUOTA_HEALTH_INTERVAL_MS: how often readiness pings Redis and Postgres
-    # QUOTA_PAGE_TOKEN_SECRET: signs page tokens (at least 32 characters, the same on every replica);
-    # empty = a random secret made once and kept in Postgres
-    page_token_secret: str = ""
+    # QUOTA_PAGE_TOKEN_SECRET (or _FILE): signs page tokens (at least 32 characters, the same on every
+    # replica); empty = a random secret made once and kept in Postgres
+    page_token_secret: str = field(default="", repr=False)
     retention_interval_ms: int = 60_000  # QUOTA_RETENTION_INTERVAL_MS: how often the retention cleaner runs
     retention_batch: int = 1_000  # QUOTA_RETENTION_BATCH: rows deleted per transaction
     operation_retention_days: int = 30  # QUOTA_OPERATION_RETENTION_DAYS: idempotency answers kept in Postgres
     hold_retention_days: int = 30  # QUOTA_HOLD_RETENTION_DAYS: closed holds kept after they closed
     alert_retention_days: int = 90  # QUOTA_ALERT_RETENTION_DAYS: alert events of ended cycles kept
     watch_queue_max: int = 1_000  # QUOTA_WATCH_QUEUE_MAX: events buffered per WatchAlerts stream before it is cut off
+    # QUOTA_BOOTSTRAP_ADMIN_KEY (or _FILE): an API key (qk_<hex id>_<secret>) registered as an admin key at
+    # start when the database has no active admin key: the first key of a container deployment
+    bootstrap_admin_key: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         positive = ("hold_ttl_ms", "max_hold_ttl_ms", "idempotency_ttl_ms", "pending_grace_ms",
@@ -124,7 +163,9 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for f in fields(cls):
-            raw = env.get(f"QUOTA_{f.name.upper()}")
+            raw = _secret_from_file(env, f.name) if f.name in SECRET_SETTINGS else None
+            if raw is None:
+                raw = env.get(f"QUOTA_{f.name.upper()}")
             if raw is None:
                 continue
             kind = type(getattr(cls, f.name))

@@ -90,7 +90,7 @@ class Verifier:
                     after: str = "") -> AsyncIterator[VerifyPage]:
         """One page for one account (NotFound when unknown), or every account after `after`, page by page."""
         if account_id:
-            if not await self.ledger.fetchval("SELECT 1 FROM accounts WHERE account_id = $1", account_id):
+            if not await self.ledger.fetchval(Q["verify_account_exists"], account_id):
                 raise NotFound("account_id", f"unknown account {account_id!r}")
             yield await self.check([account_id])
             return

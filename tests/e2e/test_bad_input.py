@@ -98,7 +98,7 @@ async def raw(client: AsyncQuotaClient, rpc: str, request: Any) -> Any:
     """Send a request exactly as built. The client's public methods replace an empty idempotency key
     with a fresh one, so an empty key can only reach the server from another client; this goes one
     level down, through the same client's call path (deadline, retries, error translation)."""
-    return await client.run(client._rpc(rpc), request, None)
+    return await client._call(client._rpc(rpc), request, None)
 
 
 @pytest.fixture

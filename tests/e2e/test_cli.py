@@ -1,5 +1,6 @@
-"""quota-cli, the operator's tool (issue: reports): every command through the installed console
-script against a real server, as tables and as JSON, with clear errors."""
+"""quota-cli, the operator's tool: the report commands through the installed console script against a
+real server, as tables and as JSON, with clear errors. (Plans, charges, alerts and keys:
+test_cli_operator.py; JSON, times, pipes, charts and suggestions: test_cli_output.py.)"""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import csv
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -21,13 +23,21 @@ from tests.conftest import make_account
 DAY_MS = 86_400_000
 
 
-async def cli(server: QuotaServer, *args: str) -> tuple[int, str, str]:
+def exe() -> str:
+    return shutil.which("quota-cli", path=str(Path(sys.executable).parent)) or "quota-cli"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a quota-cli run: no API key (the test server has auth off), no terminal width."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE")}
+    return {**env, "QUOTA_API_KEY": "", **extra}
+
+
+async def cli(server: QuotaServer, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Run quota-cli against the server: (exit code, stdout, stderr)."""
-    exe = shutil.which("quota-cli", path=str(Path(sys.executable).parent)) or "quota-cli"
     proc = await asyncio.create_subprocess_exec(
-        exe, "--target", f"127.0.0.1:{server.port}", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "QUOTA_API_KEY": ""})
+        exe(), "--target", f"127.0.0.1:{server.port}", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env or cli_env())
     out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -64,8 +74,11 @@ async def test_r2_usage_table_shows_room_channel_and_pages(server: QuotaServer, 
     code, out, _ = await cli(server, "usage", busy, "--page-size", "3")
     assert code == 0, out
     lines = out.splitlines()
-    assert lines[0].split()[:4] == ["time", "(UTC)", "meter", "bucket"]
-    assert "room-4" in lines[2] and "whatsapp" not in lines[2]  # newest first: room-4 on the web
+    assert lines[0] == "usage, times in UTC"
+    assert lines[1].split()[:3] == ["time", "meter", "bucket"]
+    assert set(lines[2]) == {"─"}
+    assert "room-4" in lines[3] and "web" in lines[3] and "whatsapp" not in lines[3]  # newest first: room-4 on the web
+    assert lines[3].startswith("2026-01-03T00:00:00+00:00")
     token = lines[-1].split("--page-token ")[1]
     code, out, _ = await cli(server, "--json", "usage", busy, "--page-size", "3", "--page-token", token)
     assert code == 0, out
@@ -130,7 +143,7 @@ async def test_kb5_accounts_of_an_organization(server: QuotaServer, client: Asyn
 async def test_top_up_then_errors_are_clear(server: QuotaServer, client: AsyncQuotaClient, account_id: str) -> None:
     await make_account(client, account_id)
     code, out, _ = await cli(server, "top-up", account_id, "25", "--meter", "ai_dialog", "--label", "pack")
-    assert code == 0 and "granted: 25" in out
+    assert code == 0 and re.search(r"^granted: +25$", out, re.M) and re.search(r"^label: +pack$", out, re.M), out
     code, _, err = await cli(server, "usage", "not a valid id!")
     assert code == 1 and err.startswith("quota-cli: INVALID_ARGUMENT")
     code, _, err = await cli(server, "usage", account_id, "--from", "yesterday")

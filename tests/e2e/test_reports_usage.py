@@ -251,7 +251,8 @@ async def test_qa4_qc9_csv_round_trips_commas_quotes_newlines_and_non_ascii(
         clock.set(t0 + i * 1000)
         attrs = {"room_id": f"room-{i}", "channel": value, "note": value}
         assert (await client.consume(account_id, "ai_dialog", 1, attributes=attrs)).granted
-    n, out = await export(client, account_id, attribute_columns=("room_id", "channel"))
+    # raw: the values as stored (by default "=SUM(A1:A2)" is neutralised for spreadsheets: test_csv_safety.py)
+    n, out = await export(client, account_id, attribute_columns=("room_id", "channel"), raw=True)
     table = out.table()
     assert table[0] == [*HEADER, "room_id", "channel", "attributes"]
     assert n == len(values) == len(table) - 1
@@ -461,7 +462,7 @@ async def test_r2_r3_bad_input_is_invalid_argument_naming_the_field(client: Asyn
 
 async def test_n5_a_page_and_a_trend_can_use_the_report_indexes(client: AsyncQuotaClient, account_id: str,
                                                                 pg_dsn: str) -> None:
-    from quota_service.reports import usage_sql
+    from quota_service.storage.queries import Q
 
     await make_account(client, account_id, units=10)
     await client.consume(account_id, "ai_dialog", 1)
@@ -470,10 +471,10 @@ async def test_n5_a_page_and_a_trend_can_use_the_report_indexes(client: AsyncQuo
     try:
         await conn.execute("SET enable_seqscan = off")  # a tiny table would be scanned whole anyway
         page = "\n".join(r[0] for r in await conn.fetch(
-            "EXPLAIN " + usage_sql.USAGE_ROWS, account_id, t - dt.timedelta(days=90), t + dt.timedelta(days=1),
+            "EXPLAIN " + Q["usage_rows"], account_id, t - dt.timedelta(days=90), t + dt.timedelta(days=1),
             "", None, t + dt.timedelta(days=1), 0, 101))
         trend = "\n".join(r[0] for r in await conn.fetch(
-            "EXPLAIN " + usage_sql.TREND, account_id, t, t + dt.timedelta(days=1), "", "", [t]))
+            "EXPLAIN " + Q["usage_trend"], account_id, t, t + dt.timedelta(days=1), "", "", [t]))
         # the index, or on a partitioned ledger the partitions' indexes it stands for
         names = {index: {r[0] for r in await conn.fetch("SELECT relid::regclass::text FROM pg_partition_tree($1)",
                                                           index)}

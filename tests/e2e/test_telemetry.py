@@ -5,30 +5,48 @@ from __future__ import annotations
 import json
 import logging
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from quota_client import AsyncQuotaClient
 from quota_service import embedded, telemetry
-from quota_service.server import configure_logging
+from quota_service.domain.clock import ManualClock
+from quota_service.server import QuotaServer, configure_logging
 
-from tests.conftest import make_account
+from tests.conftest import make_account, test_settings
 
 
 @pytest.fixture
-def observed() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader, int]]:
-    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
-    port = embedded.free_port()
-    telemetry.setup(service_name="quota-test", span_exporter=spans, metric_reader=reader, metrics_port=port)
-    yield spans, reader, port
+async def metrics_server(valkey: embedded.ValkeyProcess, pg_dsn: str, clock: ManualClock) -> AsyncIterator[QuotaServer]:
+    srv = QuotaServer(test_settings(valkey.url, pg_dsn, metrics_port=embedded.free_port()), clock=clock)
+    await srv.start()
+    yield srv
+    await srv.stop(1)
+
+
+@pytest.fixture
+async def metrics_client(metrics_server: QuotaServer) -> AsyncIterator[AsyncQuotaClient]:
+    async with AsyncQuotaClient(f"127.0.0.1:{metrics_server.port}", timeout_s=10) as c:
+        yield c
+
+
+@pytest.fixture
+def observed() -> Iterator[InMemorySpanExporter]:
+    spans = InMemorySpanExporter()
+    telemetry.setup(service_name="quota-test", span_exporter=spans)
+    yield spans
     telemetry.reset()
 
 
-async def test_n7_spans_metrics_and_scrape_endpoint(observed: tuple[InMemorySpanExporter, InMemoryMetricReader, int],
-                                                    client: AsyncQuotaClient, account_id: str) -> None:
-    spans, reader, port = observed
+def sample(name: str, **labels: str) -> float:
+    return telemetry.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_n7_spans_metrics_and_scrape_endpoint(observed: InMemorySpanExporter, metrics_server: QuotaServer,
+                                                    metrics_client: AsyncQuotaClient, account_id: str) -> None:
+    spans, client, port = observed, metrics_client, metrics_server.metrics_port
+    denied_before = sample("quota_decisions_total", op="decide", status="DENIED", reason="QUOTA_EXHAUSTED")
     await make_account(client, account_id, units=1)
     spans.clear()
     assert (await client.reserve(account_id, "ai_dialog", 1)).granted
@@ -41,19 +59,16 @@ async def test_n7_spans_metrics_and_scrape_endpoint(observed: tuple[InMemorySpan
     assert "postgresql group_commit" in children and children & {"redis reserve", "redis reserve_many"}
     assert any(s.name == "postgresql quota_apply" for s in finished), "the batch has its own span"
 
-    data = reader.get_metrics_data()
-    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
-    assert {"quota.rpc.duration", "quota.decisions", "quota.ledger.batch_size", "quota.rebuilds"} <= names
-    decisions = [dp.attributes for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-                 if m.name == "quota.decisions" for dp in m.data.data_points]
-    assert {"op": "decide", "status": "DENIED", "reason": "QUOTA_EXHAUSTED"} in decisions
-
+    assert sample("quota_decisions_total", op="decide", status="DENIED", reason="QUOTA_EXHAUSTED") == denied_before + 1
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         body = resp.read().decode()
-    assert "quota_rpc_duration" in body and "quota_decisions" in body
+    # the names the service had before the gRPC ones were added keep working
+    for name in ("quota_rpc_duration_seconds_bucket", "quota_decisions_total", "quota_ledger_batch_size_bucket",
+                 "quota_ledger_commit_lag_seconds_bucket", "quota_rebuilds_total", "quota_holds_expired_accounts_total"):
+        assert f"\n{name}" in body, name
 
 
-def test_n7_logs_are_json_with_trace_ids(observed: tuple[InMemorySpanExporter, InMemoryMetricReader, int],
+def test_n7_logs_are_json_with_trace_ids(observed: InMemorySpanExporter,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("INFO")
     try:

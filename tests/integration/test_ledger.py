@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from quota_service import auth
 from quota_service.domain.entries import entry
 from quota_service.storage.postgres import PostgresLedger, Q, migrate, migrations
 
@@ -448,3 +449,24 @@ async def test_fresh_database_from_the_migration_chain(pg_dsn: str) -> None:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+# -- API keys (auth.py's named queries) -----------------------------------------------------------
+
+
+async def test_n6_a_key_is_created_listed_verified_and_revoked(ledger: PostgresLedger) -> None:
+    async def create(conn: asyncpg.Connection) -> str:
+        return await auth.create_key(conn, ["read"], accounts=["acct-x"], label="listing")
+
+    key = await ledger.run(create)
+    key_id, _ = auth.split_key(key)
+    listed = {r["key_id"]: r for r in await ledger.run(auth.list_keys)}
+    assert listed[key_id]["roles"] == ["read"] and listed[key_id]["label"] == "listing"
+    assert listed[key_id]["revoked_at"] is None
+    store = auth.KeyStore(ledger, cache_s=0.0)
+    assert (await store.verify(key)).accounts == frozenset({"acct-x"})
+    assert await ledger.run(lambda c: auth.revoke_key(c, key_id)) is True
+    assert await ledger.run(lambda c: auth.revoke_key(c, key_id)) is False  # revoked once
+    assert {r["key_id"]: r for r in await ledger.run(auth.list_keys)}[key_id]["revoked_at"] is not None
+    with pytest.raises(auth.Unauthenticated):
+        await auth.KeyStore(ledger, cache_s=0.0).verify(key)

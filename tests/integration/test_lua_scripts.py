@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 from quota_service import embedded
+from quota_service.domain.model import GrantState
 from quota_service.storage import redis_store
 from quota_service.storage.keys import Keys
-from quota_service.storage.redis_store import RedisStore
+from quota_service.storage.redis_store import RedisStore, ReserveItem
+from quota_service.storage.wire import Answer, BalanceAnswer
 
 NOW = 1_700_000_000_000
 METER = "msg"
@@ -38,8 +40,19 @@ def snapshot(grants: dict[str, dict[str, Any]], *, pol: dict[str, dict[str, Any]
     return {"st": st, "pol": pol, "k": sorted(buckets), "g": grants, "h": holds or {}, "d": marks or []}
 
 
+def as_json(ans: Answer) -> dict[str, Any]:
+    """A decoded answer as the script's JSON object (a replay's stored answer is decoded too)."""
+    if ans.decision is not None:
+        return dict(ans.decision)
+    if ans.replay is not None:
+        return {"rp": dict(ans.replay)}
+    detail = {"fp": ans.first_fp, "attr": ans.attr, "gmax": ans.max_members, "cat": ans.price_key, "avail": ans.avail}
+    return {"err": ans.error} | {k: v for k, v in detail.items() if v}
+
+
 class Acct:
-    """One account's view of a RedisStore, with defaults for the scripts' many arguments."""
+    """One account's view of a RedisStore, with defaults for the scripts' many arguments; answers
+    as the scripts' JSON objects (see as_json)."""
 
     def __init__(self, store: RedisStore, account_id: str) -> None:
         self.store = store
@@ -57,12 +70,11 @@ class Acct:
                       key: str | None = None, h: str = "hash", hold_id: str | None = None,
                       exp: int | None = None, deadline: int | None = None, dedup: str = "",
                       window: int = 0) -> dict[str, Any]:
-        return await self.store.reserve(
-            self.id, now_ms=now, mode=mode, meter=meter, amount=amount,
-            idem_key="" if mode == "check" else (key or self.key()), request_hash=h,
-            hold_id=hold_id or uuid.uuid4().hex, hold_expires_ms=now + 60_000 if exp is None else exp,
-            pending_deadline_ms=now + 10_000 if deadline is None else deadline, idem_ttl_ms=600_000,
-            dedup_key=dedup, dedup_window_ms=window)
+        item = ReserveItem(meter, amount, "" if mode == "check" else (key or self.key()), h,
+                           hold_id or uuid.uuid4().hex, now + 60_000 if exp is None else exp, dedup, window)
+        return as_json(await self.store.reserve(
+            self.id, item, now_ms=now, mode=mode,
+            pending_deadline_ms=now + 10_000 if deadline is None else deadline, idem_ttl_ms=600_000))
 
     async def consume(self, amount: int, **kw: Any) -> dict[str, Any]:
         return await self.reserve(amount, mode="consume", **kw)
@@ -72,14 +84,14 @@ class Acct:
 
     async def resolve(self, op: str, hold_id: str, actual: int = 0, *, now: int = NOW, key: str | None = None,
                       h: str = "rhash") -> dict[str, Any]:
-        return await self.store.resolve(self.id, now_ms=now, op=op, hold_id=hold_id, actual=actual,
-                                        idem_key=key or self.key(), request_hash=h,
-                                        pending_deadline_ms=now + 10_000, idem_ttl_ms=600_000)
+        return as_json(await self.store.resolve(self.id, now_ms=now, op=op, hold_id=hold_id, actual=actual,
+                                                idem_key=key or self.key(), request_hash=h,
+                                                pending_deadline_ms=now + 10_000, idem_ttl_ms=600_000))
 
     async def grants(self, now: int = NOW) -> dict[str, dict[str, Any]]:
         bal = await self.store.balance(self.id, now)
-        assert "e" not in bal, bal
-        return bal["g"]  # type: ignore[no-any-return]
+        assert not bal.error, bal
+        return {g.grant_id: {"u": g.used, "h": g.held, "gr": g.granted} for g in bal.grants}
 
     async def gstate(self, now: int = NOW) -> dict[str, tuple[int, int]]:
         """(used, held) of every grant."""
@@ -135,11 +147,11 @@ def acct(store: RedisStore) -> Acct:
 
 
 async def test_empty_account_is_not_loaded(acct: Acct) -> None:
-    assert await acct.reserve(1) == {"e": "NOT_LOADED"}
-    assert await acct.consume(1) == {"e": "NOT_LOADED"}
-    assert await acct.check(1) == {"e": "NOT_LOADED"}
-    assert await acct.resolve("commit", "nohold", 1) == {"e": "NOT_LOADED"}
-    assert await acct.store.balance(acct.id, NOW) == {"e": "NOT_LOADED"}
+    assert await acct.reserve(1) == {"err": "NOT_LOADED"}
+    assert await acct.consume(1) == {"err": "NOT_LOADED"}
+    assert await acct.check(1) == {"err": "NOT_LOADED"}
+    assert await acct.resolve("commit", "nohold", 1) == {"err": "NOT_LOADED"}
+    assert await acct.store.balance(acct.id, NOW) == BalanceAnswer(error="NOT_LOADED")
     assert await acct.store.epoch(acct.id) is None
     # answering NOT_LOADED must not have created anything (e.g. an idempotency record)
     assert await dump(acct.store) == {}
@@ -148,10 +160,10 @@ async def test_empty_account_is_not_loaded(acct: Acct) -> None:
 async def test_load_installs_snapshot_and_unknown_meter(acct: Acct) -> None:
     assert await acct.load({"g1": grant(gr=10, lb="x", src="promo")}, epoch=3) is True
     bal = await acct.store.balance(acct.id, NOW)
-    assert bal["st"] == "active" and bal["ep"] == 3
-    assert bal["g"] == {"g1": grant(gr=10, lb="x", src="promo")}
+    assert bal.status == "active" and bal.buckets == (METER,)
+    assert bal.grants == (GrantState("g1", METER, "promo", 100, 10, 0, 0, 0, 0, 0, "x"),)
     assert await acct.store.epoch(acct.id) == 3
-    assert await acct.reserve(1, meter="other") == {"e": "UNKNOWN_METER"}
+    assert await acct.reserve(1, meter="other") == {"err": "UNKNOWN_METER"}
 
 
 async def test_load_with_older_or_equal_epoch_is_kept(acct: Acct) -> None:
@@ -167,7 +179,7 @@ async def test_load_with_older_or_equal_epoch_is_kept(acct: Acct) -> None:
     assert await acct.load({"g2": grant(gr=99)}, epoch=6) is True
     assert await acct.gstate() == {"g2": (0, 0)}
     assert await acct.store.epoch(acct.id) == 6
-    assert json.loads(await acct.store.client.get(acct.idem("k1"))) == {"h": "hash", "st": "l"}
+    assert json.loads(await acct.store.client.get(acct.idem("k1"))) == {"fp": "hash", "state": "l"}
 
 
 async def test_n11_a_key_unconfirmed_at_a_rebuild_asks_the_ledger_when_denied(acct: Acct) -> None:
@@ -182,7 +194,7 @@ async def test_n11_a_key_unconfirmed_at_a_rebuild_asks_the_ledger_when_denied(ac
     assert retry["st"] == "D" and retry["chk"] is True, retry
     assert (await acct.consume(4, key="k-charged"))["rp"], "the fresh answer is kept (with chk) and replayed"
     with_other_hash = await acct.consume(4, key="k-charged", h="other")
-    assert with_other_hash["e"] == "IDEM_MISMATCH", "the marker keeps the request hash"
+    assert with_other_hash["err"] == "IDEM_MISMATCH", "the marker keeps the request hash"
     fresh = await acct.consume(1, key="k-new")
     assert fresh["st"] == "D" and "chk" not in fresh, "other keys are decided as usual"
 
@@ -193,8 +205,8 @@ async def test_invalidate_removes_state(acct: Acct) -> None:
     assert r["st"] == "G" and "sq" in r
     await acct.store.invalidate(acct.id)
     assert await acct.store.epoch(acct.id) is None
-    assert await acct.store.balance(acct.id, NOW) == {"e": "NOT_LOADED"}
-    assert await acct.consume(1) == {"e": "NOT_LOADED"}
+    assert await acct.store.balance(acct.id, NOW) == BalanceAnswer(error="NOT_LOADED")
+    assert await acct.consume(1) == {"err": "NOT_LOADED"}
     for k in acct.store.keys.account(acct.id):
         assert await acct.store.client.exists(k) == 0, k
     # the unconfirmed mutation's idempotency record goes too: a retry is decided afresh
@@ -339,18 +351,18 @@ async def test_replay_pending_then_confirmed(acct: Acct) -> None:
     first = await acct.consume(4, key="once", h="H1")
     assert first["st"] == "G" and first["ep"] == 7 and "sq" in first
     # not yet durable: the same call is in progress
-    assert await acct.consume(4, key="once", h="H1") == {"e": "IN_PROGRESS"}
+    assert await acct.consume(4, key="once", h="H1") == {"err": "IN_PROGRESS"}
     # confirming under another epoch does nothing
     await acct.store.confirm({(acct.id, 6): ["once"]})
-    assert await acct.consume(4, key="once", h="H1") == {"e": "IN_PROGRESS"}
+    assert await acct.consume(4, key="once", h="H1") == {"err": "IN_PROGRESS"}
     await acct.store.confirm({(acct.id, 7): ["once"]})
     replay = await acct.consume(4, key="once", h="H1")
-    assert set(replay) == {"rp"} and json.loads(replay["rp"]) == first
+    assert set(replay) == {"rp"} and replay["rp"] == first
     # replays charge nothing
     assert await acct.gstate() == {"g": (4, 0)}
     # the first request's fingerprint comes back, to name what differs
-    assert await acct.consume(4, key="once", h="OTHER") == {"e": "IDEM_MISMATCH", "h": "H1"}
-    assert await acct.reserve(4, key="once", h="OTHER") == {"e": "IDEM_MISMATCH", "h": "H1"}
+    assert await acct.consume(4, key="once", h="OTHER") == {"err": "IDEM_MISMATCH", "fp": "H1"}
+    assert await acct.reserve(4, key="once", h="OTHER") == {"err": "IDEM_MISMATCH", "fp": "H1"}
     assert await acct.gstate() == {"g": (4, 0)}
     # confirmed: it no longer forces a rebuild later on
     assert await acct.store.client.zcard(acct.store.keys.account(acct.id)[4]) == 0
@@ -360,8 +372,8 @@ async def test_denial_is_replayed_without_confirm(acct: Acct) -> None:
     await acct.load({"g": grant(gr=1)})
     d = await acct.consume(5, key="no", h="H")
     assert d["st"] == "D"
-    assert json.loads((await acct.consume(5, key="no", h="H"))["rp"]) == d
-    assert await acct.consume(5, key="no", h="X") == {"e": "IDEM_MISMATCH", "h": "H"}
+    assert (await acct.consume(5, key="no", h="H"))["rp"] == d
+    assert await acct.consume(5, key="no", h="X") == {"err": "IDEM_MISMATCH", "fp": "H"}
 
 
 async def test_resolve_replay_and_in_progress(acct: Acct) -> None:
@@ -370,12 +382,12 @@ async def test_resolve_replay_and_in_progress(acct: Acct) -> None:
     await acct.store.confirm({(acct.id, 1): ["k1"]})
     done = await acct.resolve("commit", "H", 3, key="c", h="CH")
     assert done["st"] == "G" and "sq" in done
-    assert await acct.resolve("commit", "H", 3, key="c", h="CH") == {"e": "IN_PROGRESS"}
-    assert await acct.resolve("commit", "H", 2, key="c", h="OTHER") == {"e": "IDEM_MISMATCH", "h": "CH"}
+    assert await acct.resolve("commit", "H", 3, key="c", h="CH") == {"err": "IN_PROGRESS"}
+    assert await acct.resolve("commit", "H", 2, key="c", h="OTHER") == {"err": "IDEM_MISMATCH", "fp": "CH"}
     await acct.store.confirm({(acct.id, 1): ["c"]})
-    assert json.loads((await acct.resolve("commit", "H", 3, key="c", h="CH"))["rp"]) == done
+    assert (await acct.resolve("commit", "H", 3, key="c", h="CH"))["rp"] == done
     assert await acct.gstate() == {"g": (3, 0)}
-    assert await acct.resolve("commit", "H", 3, key="c2", h="CH") == {"e": "NO_HOLD"}
+    assert await acct.resolve("commit", "H", 3, key="c2", h="CH") == {"err": "NO_HOLD"}
 
 
 async def test_pending_deadline_passed_forces_reload(acct: Acct) -> None:
@@ -384,17 +396,42 @@ async def test_pending_deadline_passed_forces_reload(acct: Acct) -> None:
     assert (await acct.consume(1, key="p", deadline=deadline))["st"] == "G"
     # before the deadline, other calls go on
     assert (await acct.consume(1, now=deadline - 1))["st"] == "G"
-    assert "e" not in await acct.store.balance(acct.id, deadline - 1)
+    assert not (await acct.store.balance(acct.id, deadline - 1)).error
     # at/after it the account must be rebuilt first, whatever the call
-    assert await acct.consume(1, now=deadline + 1) == {"e": "RELOAD"}
-    assert await acct.reserve(1, now=deadline + 1) == {"e": "RELOAD"}
-    assert await acct.check(1, now=deadline + 1) == {"e": "RELOAD"}
-    assert await acct.resolve("release", "x", now=deadline + 1) == {"e": "RELOAD"}
-    assert await acct.store.balance(acct.id, deadline + 1) == {"e": "RELOAD"}
+    assert await acct.consume(1, now=deadline + 1) == {"err": "RELOAD"}
+    assert await acct.reserve(1, now=deadline + 1) == {"err": "RELOAD"}
+    assert await acct.check(1, now=deadline + 1) == {"err": "RELOAD"}
+    assert await acct.resolve("release", "x", now=deadline + 1) == {"err": "RELOAD"}
+    assert await acct.store.balance(acct.id, deadline + 1) == BalanceAnswer(error="RELOAD")
     # the refused calls changed nothing
     assert await acct.gstate(deadline - 1) == {"g": (2, 0)}
     await acct.store.confirm({(acct.id, 1): ["p", "k1"]})
     assert (await acct.consume(1, now=deadline + 1))["st"] == "G"
+
+
+async def test_many_items_of_an_account_to_rebuild_get_their_replays_and_reload(acct: Acct) -> None:
+    """reserve_many.lua answers as reserve.lua does item by item: on an account with an overdue
+    mutation, a replay is still answered first, everything else is RELOAD; a missing account is one
+    NOT_LOADED for all its items."""
+    def item(key: str, h: str = "hash") -> ReserveItem:
+        return ReserveItem(METER, 1, key, h, uuid.uuid4().hex, NOW + 60_000)
+
+    async def many(items: list[ReserveItem], now: int, mode: str = "consume") -> list[Answer] | Answer:
+        got = await acct.store.reserve_many({acct.id: items}, now_ms=now, mode=mode, pending_deadline_ms=now + 100,
+                                            idem_ttl_ms=600_000)
+        return got[acct.id]
+
+    assert await many([item("a"), item("b")], NOW) == Answer(error="NOT_LOADED")
+    await acct.load({"g": grant(gr=10)})
+    done = await many([item("done"), item("late")], NOW)
+    assert isinstance(done, list) and all(a.changed for a in done)
+    await acct.store.confirm({(acct.id, 1): ["done"]})  # "late" stays pending past its deadline
+    after = await many([item("done"), item("late"), item("new"), item("done", h="other")], NOW + 200)
+    assert isinstance(after, list) and isinstance(done[0].decision, dict)
+    assert after[0].replay == done[0].decision
+    assert [a.error for a in after[1:]] == ["RELOAD", "RELOAD", "IDEM_MISMATCH"]
+    assert await many([item("x")], NOW + 200, mode="check") == [Answer(error="RELOAD")]
+    assert await acct.gstate(NOW + 99) == {"g": (2, 0)}, "nothing was decided"
 
 
 # -- dedup ------------------------------------------------------------------------------------
@@ -455,7 +492,7 @@ async def test_hold_expires_lazily_at_its_time(acct: Acct) -> None:
     assert await acct.store.client.exists(ddk) == 0
     # the same event may be charged again, and the hold cannot be committed
     assert (await acct.consume(1, dedup="evt", window=60_000, now=exp + 1))["dd"] is False
-    assert await acct.resolve("commit", "H", 5, now=exp + 1) == {"e": "NO_HOLD"}
+    assert await acct.resolve("commit", "H", 5, now=exp + 1) == {"err": "NO_HOLD"}
 
 
 async def test_due_hold_expires_on_a_reserve_call_too(acct: Acct) -> None:
@@ -512,7 +549,7 @@ async def test_commit_higher_over_leaves_hold_intact(acct: Acct) -> None:
     await acct.consume(4)
     before = await dump(acct.store)
     over = await acct.resolve("commit", "H", 7 + 3 + 1, key="too-much")
-    assert over == {"e": "OVER", "avail": 3}
+    assert over == {"err": "OVER", "avail": 3}
     assert await dump(acct.store) == before  # no idempotency record either: a retry is decided afresh
     assert await acct.gstate() == {"g": (4, 3)}
     ok = await acct.resolve("commit", "H", 6, key="too-much")
@@ -523,7 +560,7 @@ async def test_commit_higher_with_overage(acct: Acct) -> None:
     await acct.load({"g": grant(gr=4), "w": grant("$IDR", gr=100, o=2)},
                     pol={METER: policy(price=7, currency="IDR")})
     await acct.reserve(3, hold_id="H")
-    assert (await acct.resolve("commit", "H", 20)) == {"e": "OVER", "avail": 1}  # 16 over cost 112 > 100
+    assert (await acct.resolve("commit", "H", 20)) == {"err": "OVER", "avail": 1}  # 16 over cost 112 > 100
     c = await acct.resolve("commit", "H", 5)  # 1 more unit, then 1 over (7)
     assert deltas(c) == {"g": (4, -3), "w": (7, 0)} and c["ov"] == 7 and c["oc"] == "IDR"
 
@@ -622,11 +659,11 @@ async def test_confirm_under_an_older_epoch_leaves_a_pending_mutation_alone(acct
     assert again["ep"] == 2 and "sq" in again
     # the epoch-1 commit's confirmation arrives late: it must not touch the epoch-2 mutation
     await acct.store.confirm({(acct.id, 1): ["K"]})
-    assert await acct.consume(1, key="K", h="H") == {"e": "IN_PROGRESS"}
+    assert await acct.consume(1, key="K", h="H") == {"err": "IN_PROGRESS"}
     pending = acct.store.keys.account(acct.id)[4]
     assert await acct.store.client.zscore(pending, acct.idem("K")) == NOW + 100
     # never confirmed durable: past its deadline the account must be rebuilt
-    assert await acct.consume(1, now=NOW + 100) == {"e": "RELOAD"}
+    assert await acct.consume(1, now=NOW + 100) == {"err": "RELOAD"}
 
 
 @pytest.mark.parametrize("end", ["expire", "release"])
@@ -650,9 +687,9 @@ async def test_closing_a_hold_removes_only_its_own_dedup_mark(acct: Acct, end: s
 async def test_a_pending_record_past_its_deadline_answers_reload_not_in_progress(acct: Acct) -> None:
     await acct.load({"g": grant(gr=10)})
     assert "sq" in await acct.consume(1, key="K", h="H", deadline=NOW + 100)
-    assert await acct.consume(1, key="K", h="H") == {"e": "IN_PROGRESS"}
+    assert await acct.consume(1, key="K", h="H") == {"err": "IN_PROGRESS"}
     # its caller never heard back: past the deadline the key itself makes the account rebuild
-    assert await acct.consume(1, key="K", h="H", now=NOW + 100) == {"e": "RELOAD"}
+    assert await acct.consume(1, key="K", h="H", now=NOW + 100) == {"err": "RELOAD"}
 
 
 async def test_h4_a_fingerprint_is_the_same_request_as_its_bare_hash(acct: Acct) -> None:
@@ -661,6 +698,6 @@ async def test_h4_a_fingerprint_is_the_same_request_as_its_bare_hash(acct: Acct)
     await acct.load({"g": grant(gr=10)})
     first = await acct.consume(2, key="fp", h="abc")
     await acct.store.confirm({(acct.id, 1): ["fp"]})
-    assert json.loads((await acct.consume(2, key="fp", h="abc.00ff11"))["rp"]) == first
-    assert await acct.consume(2, key="fp", h="abd.00ff11") == {"e": "IDEM_MISMATCH", "h": "abc"}
+    assert (await acct.consume(2, key="fp", h="abc.00ff11"))["rp"] == first
+    assert await acct.consume(2, key="fp", h="abd.00ff11") == {"err": "IDEM_MISMATCH", "fp": "abc"}
     assert await acct.gstate() == {"g": (2, 0)}

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from quota_service.settings import Settings
+from quota_service.settings import SECRET_SETTINGS, Settings, file_variable
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -22,7 +22,8 @@ K8S = DEPLOY / "k8s"
 PORT = 50051
 
 SETTING_VARS = {f"QUOTA_{f.name.upper()}": f for f in dataclasses.fields(Settings)}
-SECRET_VARS = {"QUOTA_POSTGRES_DSN", "QUOTA_REDIS_URL"}
+SECRET_VARS = {f"QUOTA_{name.upper()}" for name in SECRET_SETTINGS}
+FILE_VARS = {file_variable(name): name for name in SECRET_SETTINGS}  # QUOTA_POSTGRES_DSN_FILE -> postgres_dsn
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:
@@ -122,10 +123,12 @@ def test_service_target_port_matches_container_port() -> None:
         spec = svc["spec"]
         assert spec.get("type", "ClusterIP") == "ClusterIP"
         assert selects({"matchLabels": spec["selector"]}, pod_labels())
-        [port] = spec["ports"]
+        port, *extra = spec["ports"]
         assert port["name"] == "grpc" and port["port"] == PORT and port["appProtocol"] == "grpc"
         target = port["targetPort"]
         assert (ports[target] if isinstance(target, str) else target) == PORT
+        for p in extra:  # the metrics port, which servicemonitor.yaml scrapes by name
+            assert p["name"] == "metrics" and ports[p["targetPort"]] == int(configmap_data()["QUOTA_METRICS_PORT"])
 
 
 @pytest.mark.parametrize("probe", ["livenessProbe", "readinessProbe", "startupProbe"])
@@ -175,11 +178,28 @@ def test_configmap_holds_only_real_non_secret_settings() -> None:
     assert int(data["QUOTA_PORT"]) == PORT
 
 
-def test_configmap_and_secret_form_valid_settings() -> None:
+def secret_files() -> dict[str, tuple[str, str]]:
+    """Each secret setting's _FILE variable in the container -> (Secret name, key) of the file it names."""
+    c = container()
+    mounts = {m["mountPath"].rstrip("/"): m["name"] for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in deployment()["spec"]["template"]["spec"]["volumes"]}
+    out = {}
+    for e in c.get("env", []):
+        if e["name"] in FILE_VARS:
+            folder, _, key = e["value"].rpartition("/")
+            out[e["name"]] = (volumes[mounts[folder]]["secret"]["secretName"], key)
+    return out
+
+
+def test_configmap_and_secret_form_valid_settings(tmp_path: Path) -> None:
     secret = one("Secret", "secret.example.yaml")["stringData"]
-    settings = Settings.from_env({**configmap_data(), **secret})  # raises on a bad value
+    env = dict(configmap_data())
+    for var, (_name, key) in secret_files().items():  # the Secret's files, as the pod mounts them
+        (tmp_path / key).write_text(secret[key])
+        env[var] = str(tmp_path / key)
+    settings = Settings.from_env(env)  # raises on a bad value
     assert settings.port == PORT
-    assert settings.redis_url and settings.postgres_dsn
+    assert settings.redis_url and settings.postgres_dsn and settings.bootstrap_admin_key
 
 
 def test_env_wiring_configmap_and_secret() -> None:
@@ -187,25 +207,22 @@ def test_env_wiring_configmap_and_secret() -> None:
     cm = one("ConfigMap", "configmap.yaml")["metadata"]["name"]
     secret = one("Secret", "secret.example.yaml")
     assert {"configMapRef": {"name": cm}} in c["envFrom"]
-    refs: dict[str, dict[str, str]] = {}
     for e in c.get("env", []):
-        assert e["name"] in SETTING_VARS
-        if "secretKeyRef" in e.get("valueFrom", {}):
-            refs[e["name"]] = e["valueFrom"]["secretKeyRef"]
-    for src in c["envFrom"]:
-        if "secretRef" in src:
-            refs.update({k: {"name": src["secretRef"]["name"], "key": k} for k in secret["stringData"]})
-    assert set(refs) >= SECRET_VARS
-    for name in SECRET_VARS:
-        assert refs[name]["name"] == secret["metadata"]["name"]
-        assert refs[name]["key"] in secret["stringData"]
+        assert e["name"] in SETTING_VARS or e["name"] in FILE_VARS
+        assert e["name"] not in SECRET_VARS, f"{e['name']}: a secret is given as a file, never in the environment"
+    assert not any("secretRef" in src for src in c["envFrom"])
+    files = secret_files()
+    assert set(files) == set(FILE_VARS)  # every secret setting comes from a file of the Secret
+    for name, key in files.values():
+        assert name == secret["metadata"]["name"]
+        assert key in secret["stringData"]
 
 
 def test_example_secret_is_clearly_an_example() -> None:
     text = (K8S / "secret.example.yaml").read_text()
     assert "EXAMPLE" in text.upper()
     secret = yaml.safe_load(text)
-    assert set(secret["stringData"]) == SECRET_VARS
+    assert set(secret["stringData"]) == set(SECRET_SETTINGS)
     assert all("CHANGE-ME" in v for v in secret["stringData"].values())
 
 
@@ -281,7 +298,8 @@ def test_compose_quota_service() -> None:
     env = quota["environment"]
     assert env["QUOTA_REDIS_URL"] == "redis://redis:6379/0"
     assert env["QUOTA_POSTGRES_DSN"] == "postgresql://quota:quota@postgres:5432/quota"
-    assert all(name in SETTING_VARS for name in env)
+    # settings, secrets' files, and the key quota-cli reads inside the container
+    assert all(name in SETTING_VARS or name in FILE_VARS or name == "QUOTA_API_KEY_FILE" for name in env)
     for dep in ("redis", "postgres"):
         assert quota["depends_on"][dep] == {"condition": "service_healthy"}
         assert "healthcheck" in services[dep]
@@ -325,7 +343,7 @@ def test_dockerfile_is_multi_stage_on_python_3_11_slim() -> None:
     final_image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], final_image)
     assert final_image == "python:3.11-slim"
     runs = " ".join(rest for w, rest in instrs if w == "RUN")
-    assert re.search(r"pip install \.(\s|$)", runs)
+    assert re.search(r"pip install -c constraints\.txt \.(\s|$)", runs)  # the pinned versions
     assert "embedded" not in runs
     assert any(w == "COPY" and "--from=builder" in rest for w, rest in final_stage())
 
@@ -363,7 +381,7 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
     lines = [ln.strip() for ln in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()]
     rules = [ln for ln in lines if ln and not ln.startswith("#")]
     assert rules[0] == "*"
-    for needed in ("pyproject.toml", "service/", "clients/"):
+    for needed in ("pyproject.toml", "constraints.txt", "service/", "clients/"):
         assert f"!{needed}" in rules
 
 

@@ -1,4 +1,4 @@
-"""domain/model.py: script answers to decisions, per-bucket totals, request fingerprints."""
+"""domain/model.py: per-bucket totals, request fingerprints (script answers: test_wire.py)."""
 
 from __future__ import annotations
 
@@ -6,85 +6,12 @@ import json
 
 import pytest
 from quota_service.domain.model import (
-    ACTIONS,
-    DENIED,
-    GRANTED,
-    Alert,
     GrantState,
     MeterPolicy,
-    Part,
     bucket_totals,
     canonical_hash,
-    decision_from_script,
     wallet_bucket,
 )
-
-# -- decision_from_script ------------------------------------------------------------------------
-
-
-def test_granted_reserve_answer() -> None:
-    raw = {"st": "G", "rs": "", "ac": 0, "amt": 3, "dd": False, "ov": 0, "oc": "", "ep": 4, "sq": 9,
-           "al": [{"m": "ai_dialog", "t": 40}], "hid": "h1", "exp": 1_700_000_060_000, "rem": 7, "pct": 70,
-           "rows": [{"g": "g1", "b": "ai_dialog", "a": 2}, {"g": "g2", "b": "ai_dialog", "a": 1}]}
-    d = decision_from_script(raw)
-    assert d.status == GRANTED and d.granted and d.reason == "" and d.action == "NONE"
-    assert (d.reservation_id, d.amount, d.remaining, d.expires_at_ms) == ("h1", 3, 7, 1_700_000_060_000)
-    assert d.remaining_pct == 70.0 and isinstance(d.remaining_pct, float)
-    assert d.parts == (Part("g1", "ai_dialog", 2), Part("g2", "ai_dialog", 1))
-    assert d.alerts == (Alert("ai_dialog", 40),)
-    assert not d.dedup_hit and not d.replayed
-
-
-def test_empty_lua_tables_arrive_as_objects() -> None:
-    # cjson encodes {} (an empty Lua table) as a JSON object: rows and alerts must still read as empty
-    raw = json.loads('{"st":"D","rs":"QUOTA_EXHAUSTED","ac":2,"amt":0,"rows":{},"al":{},"rem":0,"pct":0,'
-                     '"hid":"","exp":0,"dd":false,"ov":0,"oc":""}')
-    d = decision_from_script(raw)
-    assert d.status == DENIED and not d.granted
-    assert d.reason == "QUOTA_EXHAUSTED" and d.action == "DISABLE_WIDGET"
-    assert d.parts == () and d.alerts == ()
-    assert (d.amount, d.remaining, d.remaining_pct, d.reservation_id) == (0, 0, 0.0, "")
-
-
-def test_missing_optional_fields_take_defaults() -> None:
-    d = decision_from_script({"st": "G"})
-    assert d.granted and d.reason == "" and d.action == "NONE"
-    assert (d.amount, d.remaining, d.overage_minor, d.expires_at_ms) == (0, 0, 0, 0)
-    assert d.overage_currency == "" and d.reservation_id == "" and d.parts == () and d.alerts == ()
-    assert d.remaining_pct == 0.0 and d.dedup_hit is False
-
-
-def test_resolve_rows_report_what_was_used() -> None:
-    # resolve.lua rows carry deltas: du (used) and dh (held). Parts report du; zero-du rows are left out.
-    raw = {"st": "G", "amt": 2, "hid": "h1", "rem": 8, "pct": 80, "ov": 150, "oc": "IDR", "al": {},
-           "rows": [{"g": "g1", "b": "ai_dialog", "du": 2, "dh": -3},
-                    {"g": "g2", "b": "ai_dialog", "du": 0, "dh": -1},
-                    {"g": "w1", "b": "$IDR", "du": 150, "dh": -300}]}
-    d = decision_from_script(raw, replayed=True)
-    assert d.parts == (Part("g1", "ai_dialog", 2), Part("w1", "$IDR", 150))
-    assert (d.overage_minor, d.overage_currency) == (150, "IDR")
-    assert d.replayed
-
-
-def test_reserve_rows_with_zero_amount_are_left_out() -> None:
-    d = decision_from_script({"st": "G", "rows": [{"g": "g1", "b": "m", "a": 0}, {"g": "g2", "b": "m", "a": 5}]})
-    assert d.parts == (Part("g2", "m", 5),)
-
-
-def test_json_numbers_as_floats_are_accepted() -> None:
-    # Lua numbers may come back as 3.0 or 1e+12 in JSON
-    d = decision_from_script(json.loads('{"st":"G","amt":3.0,"rem":1e+12,"exp":1.7e12,"ac":1.0,"dd":true,'
-                                        '"rows":[{"g":"g","b":"m","a":3.0}]}'))
-    assert (d.amount, d.remaining, d.expires_at_ms) == (3, 10**12, 1_700_000_000_000)
-    assert isinstance(d.amount, int) and isinstance(d.remaining, int)
-    assert d.action == "HANDOFF_TO_AGENT" and d.dedup_hit
-    assert d.parts == (Part("g", "m", 3),) and isinstance(d.parts[0].amount, int)
-
-
-@pytest.mark.parametrize(("code", "name"), list(enumerate(ACTIONS)))
-def test_action_codes(code: int, name: str) -> None:
-    assert decision_from_script({"st": "D", "ac": code}).action == name
-
 
 # -- bucket_totals -------------------------------------------------------------------------------
 

@@ -607,12 +607,14 @@ class UsagePage(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ExportUsageRequest(_message.Message):
-    __slots__ = ("filter", "attribute_columns")
+    __slots__ = ("filter", "attribute_columns", "raw")
     FILTER_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTE_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    RAW_FIELD_NUMBER: _ClassVar[int]
     filter: UsageFilter
     attribute_columns: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, filter: _Optional[_Union[UsageFilter, _Mapping]] = ..., attribute_columns: _Optional[_Iterable[str]] = ...) -> None: ...
+    raw: bool
+    def __init__(self, filter: _Optional[_Union[UsageFilter, _Mapping]] = ..., attribute_columns: _Optional[_Iterable[str]] = ..., raw: _Optional[bool] = ...) -> None: ...
 
 class ExportChunk(_message.Message):
     __slots__ = ("csv", "rows")

@@ -223,8 +223,9 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         async def unary(request: Any, context: aio.ServicerContext) -> Any:
             start = time.perf_counter()
             caller = None
-            code = grpc.StatusCode.OK
-            with telemetry.rpc_span(method) as span:
+            outcome = _Outcome()
+            telemetry.rpc_started(method)
+            with telemetry.rpc_span(method, context.invocation_metadata()) as span:
                 try:
                     limit = self._time_limit(context)
                     deadline.set_within(limit)  # the hot path answers UNAVAILABLE before it (H7)
@@ -236,18 +237,32 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                             return await inner(well_formed(request), context)
                     except TimeoutError as exc:
                         raise errors.DeadlineExceeded(f"the call took longer than its {limit:.3f} s") from exc
-                except (aio.AbortError, grpc.RpcError):
+                except BaseException as exc:
+                    await self._ended(context, method, exc, outcome)
                     raise
-                except Exception as exc:
-                    code = status_for(exc)
-                    telemetry.mark_error(span, code.name, exc)
-                    await self._fail(context, method, exc)
                 finally:
                     if caller is not None:
                         self.budgets.release(caller)
-                    telemetry.record_rpc(method, code.name, time.perf_counter() - start)
+                    outcome.unless_set(context)
+                    telemetry.end_rpc_span(span, outcome.code, outcome.message)
+                    telemetry.record_rpc(method, outcome.code, time.perf_counter() - start)
 
         return unary
+
+    async def _ended(self, context: aio.ServicerContext, method: str, exc: BaseException, outcome: _Outcome) -> None:
+        """Note how a call ended in `outcome`; an error of ours becomes its status (this raises AbortError).
+
+        A servicer that aborted the call itself (OUT_OF_RANGE for an oversized batch) ends with
+        AbortError: its code is the context's, not OK. A call the client cancelled, or whose deadline
+        passed, is cancelled under us (CancelledError): CANCELLED."""
+        if isinstance(exc, aio.AbortError | grpc.RpcError):
+            outcome.code, outcome.message = _context_status(context)
+            return
+        if not isinstance(exc, Exception):
+            outcome.code = grpc.StatusCode.CANCELLED
+            return
+        outcome.code, outcome.message = status_for(exc), str(exc)
+        await self._fail(context, method, exc)
 
     async def _streamed(self, method: str, answers: Callable[[], AsyncIterator[Any]],
                         context: aio.ServicerContext) -> AsyncIterator[Any]:
@@ -255,8 +270,9 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         one of the caller's stream slots (not a unary one), and its items are charged as they come."""
         start = time.perf_counter()
         caller = None
-        code = grpc.StatusCode.OK
-        with telemetry.rpc_span(method) as span:
+        outcome = _Outcome()
+        telemetry.rpc_started(method)
+        with telemetry.rpc_span(method, context.invocation_metadata()) as span:
             try:
                 name = await self._caller(context, method)
                 self.budgets.open_stream(name)
@@ -264,13 +280,36 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                 overload.current.set((self.budgets, name))
                 async for item in answers():
                     yield item
-            except (aio.AbortError, grpc.RpcError):
+            except BaseException as exc:
+                await self._ended(context, method, exc, outcome)
                 raise
-            except Exception as exc:
-                code = status_for(exc)
-                telemetry.mark_error(span, code.name, exc)
-                await self._fail(context, method, exc)
             finally:
                 if caller is not None:
                     self.budgets.close_stream(caller)
-                telemetry.record_rpc(method, code.name, time.perf_counter() - start)
+                outcome.unless_set(context)
+                telemetry.end_rpc_span(span, outcome.code, outcome.message)
+                telemetry.record_rpc(method, outcome.code, time.perf_counter() - start)
+
+
+class _Outcome:
+    """How a call ended: its status code and the message the caller got."""
+
+    __slots__ = ("code", "message")
+
+    def __init__(self) -> None:
+        self.code = grpc.StatusCode.OK
+        self.message = ""
+
+    def unless_set(self, context: aio.ServicerContext) -> None:
+        """A handler that set a status with context.set_code() and returned: that is the call's status."""
+        if self.code == grpc.StatusCode.OK and context.code() not in (None, 0, grpc.StatusCode.OK):
+            self.code, self.message = _context_status(context)
+
+
+def _context_status(context: aio.ServicerContext) -> tuple[grpc.StatusCode, str]:
+    """The status a handler set on the context before aborting (UNKNOWN if it set none)."""
+    code = context.code()
+    if not isinstance(code, grpc.StatusCode):
+        code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    details = context.details()
+    return code, details.decode() if isinstance(details, bytes) else str(details or "")

@@ -1,4 +1,5 @@
-"""quota.v1.QuotaService: proto messages in, domain calls, proto messages out. Nothing else."""
+"""quota.v1.QuotaService: proto messages in, domain calls, proto messages out. Nothing else: every
+message is built or read in translate.py."""
 
 from __future__ import annotations
 
@@ -14,92 +15,21 @@ from quota.v1 import quota_pb2_grpc as pb_grpc
 
 from quota_service import auth
 from quota_service.api import overload
+from quota_service.api import translate as t
 from quota_service.api.interceptors import status_for
 from quota_service.app.accounts import Admin
 from quota_service.app.alerts import AlertFeed
 from quota_service.app.reserve import HotPath, ReserveRequest
-from quota_service.app.subscriptions import SubscriptionInfo, Subscriptions
+from quota_service.app.subscriptions import Subscriptions
 from quota_service.catalogue.top_ups import NotSelfService
-from quota_service.domain import model
 from quota_service.domain import validation as v
 from quota_service.errors import FailedPrecondition, InvalidArgument, NotFound, QuotaError, StorageError
 from quota_service.reports import AccountReports, UsageReports
-from quota_service.verify import Verifier, VerifyPage
+from quota_service.verify import Verifier
 
 log = logging.getLogger(__name__)
 MAX_BATCH_ITEMS = 1000
 MAX_STREAM_IN_FLIGHT = 256  # requests of one stream decided at once; the stream waits beyond that
-_MODES: dict[int, str] = {pb.BATCH_MODE_UNSPECIFIED: "reserve", pb.RESERVE: "reserve", pb.CONSUME: "consume", pb.CHECK: "check"}
-
-_STATUS_TO_PB = {"active": pb.ACTIVE, "suspended": pb.SUSPENDED, "expired": pb.EXPIRED}
-_STATUS_FROM_PB = {pb.ACTIVE: "active", pb.SUSPENDED: "suspended", pb.EXPIRED: "expired"}
-_ACTION_TO_PB = {"NONE": pb.EXHAUSTED_ACTION_UNSPECIFIED, "HANDOFF_TO_AGENT": pb.HANDOFF_TO_AGENT,
-                 "DISABLE_WIDGET": pb.DISABLE_WIDGET}
-
-
-def decision_pb(d: model.Decision) -> pb.Decision:
-    return pb.Decision(
-        status=pb.GRANTED if d.granted else pb.DENIED,
-        reason=pb.DenyReason.Value(d.reason) if d.reason else pb.DENY_REASON_UNSPECIFIED,
-        action=_ACTION_TO_PB[d.action],
-        reservation_id=d.reservation_id,
-        amount=d.amount,
-        remaining=d.remaining,
-        remaining_pct=d.remaining_pct,
-        dedup_hit=d.dedup_hit,
-        overage_minor=d.overage_minor,
-        overage_currency=d.overage_currency,
-        alerts=[pb.Alert(meter=a.meter, threshold_pct_left=a.threshold_pct_left) for a in d.alerts],
-        parts=[pb.GrantPart(grant_id=p.grant_id, bucket=p.bucket, amount=p.amount) for p in d.parts],
-        replayed=d.replayed,
-        expires_at_ms=d.expires_at_ms,
-    )
-
-
-def grant_pb(g: model.GrantState) -> pb.GrantBalance:
-    return pb.GrantBalance(grant_id=g.grant_id, bucket=g.bucket, source=g.source, priority=g.priority,
-                           granted=g.granted, used=g.used, held=g.held, remaining=g.remaining,
-                           overdraft_limit=g.overdraft_limit, starts_at_ms=g.starts_at_ms,
-                           expires_at_ms=g.expires_at_ms, label=g.label)
-
-
-def account_pb(a: model.AccountInfo) -> pb.Account:
-    return pb.Account(
-        account_id=a.account_id, org_id=a.org_id, time_zone=a.time_zone, status=_STATUS_TO_PB[a.status],
-        policies=[pb.MeterPolicy(meter=p.meter, overage_price_minor=p.overage_price_minor,
-                                 overage_currency=p.overage_currency,
-                                 exhausted_action=_ACTION_TO_PB[p.exhausted_action],
-                                 alert_pct_left=list(p.alert_pct_left)) for p in a.policies],
-        replayed=a.replayed, owner_id=a.owner_id)
-
-
-def subscription_pb(s: SubscriptionInfo) -> pb.Subscription:
-    return pb.Subscription(
-        account_id=s.account_id, product=s.product, plan=s.plan, interval=s.interval,
-        catalogue_version=s.catalogue_version, catalogue_hash=s.catalogue_hash, packs=dict(s.packs),
-        anchor_at_ms=s.anchor_at_ms, cycle=s.cycle, cycle_start_ms=s.cycle_start_ms, cycle_end_ms=s.cycle_end_ms,
-        status=s.status, withheld=list(s.withheld), replayed=s.replayed,
-        pending_change=None if not s.pending else pb.PlanChange(
-            plan=s.pending["plan"], interval=s.pending["interval"], packs=dict(s.pending["packs"] or {}),
-            effective_at_ms=s.cycle_end_ms))
-
-
-def verify_page_pb(page: VerifyPage) -> pb.VerifyPage:
-    return pb.VerifyPage(
-        accounts=len(page.accounts), grants=sum(a.grants for a in page.accounts),
-        differences=[pb.VerifyDifference(account_id=d.account_id, grant_id=d.grant_id, store=d.store, field=d.field,
-                                         expected=d.expected, actual=d.actual, detail=d.detail, repaired=d.repaired)
-                     for d in page.differences],
-        in_flight=[a.account_id for a in page.accounts if a.redis == "in_flight"],
-        rebuilt=[a.account_id for a in page.accounts if a.redis == "rebuilt"],
-        last_account_id=page.last_account_id)
-
-
-def _action_from_pb(value: int, field: str) -> str:
-    for name, code in _ACTION_TO_PB.items():
-        if code == value:
-            return name
-    raise InvalidArgument(field, "is not a known action")
 
 
 class QuotaServicer(pb_grpc.QuotaServiceServicer):
@@ -140,7 +70,7 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
                                    ttl_ms=req.ttl_ms, dedup_key=req.dedup_key,
                                    dedup_window_s=req.dedup_window_s, attributes=dict(req.attributes),
                                    feature=req.feature)
-        return decision_pb(d)
+        return t.decision_pb(d)
 
     async def Reserve(self, request: pb.ReserveRequest, context: aio.ServicerContext) -> pb.Decision:
         return await self._reserve(request, "reserve")
@@ -155,17 +85,18 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         await self._scope(request.account_id)
         d = await self.hot.commit(request.account_id, request.reservation_id, request.actual_amount,
                                   request.idempotency_key)
-        return decision_pb(d)
+        return t.decision_pb(d)
 
     async def Release(self, request: pb.ReleaseRequest, context: aio.ServicerContext) -> pb.Decision:
         await self._scope(request.account_id)
         d = await self.hot.release(request.account_id, request.reservation_id, request.idempotency_key)
-        return decision_pb(d)
+        return t.decision_pb(d)
 
     async def GetBalance(self, request: pb.GetBalanceRequest, context: aio.ServicerContext) -> pb.Balance:
         await self._scope(request.account_id)
         if request.as_of_ms:
-            return await self._accounts().balance_as_of(request.account_id, request.meter, request.as_of_ms)
+            return t.balance_at_pb(await self._accounts().balance_as_of(request.account_id, request.meter,
+                                                                        request.as_of_ms))
         b = await self.hot.balance(request.account_id, request.meter)
         cycle = (0, 0)
         if self.subscriptions is not None:
@@ -173,121 +104,100 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
             with contextlib.suppress(NotFound, StorageError):
                 sub = await self.subscriptions.get(request.account_id)
                 cycle = (sub.cycle_start_ms, sub.cycle_end_ms)
-        return pb.Balance(
-            account_id=b.account_id, status=_STATUS_TO_PB.get(b.status, pb.ACCOUNT_STATUS_UNSPECIFIED),
-            meters=[pb.MeterBalance(bucket=m.bucket, granted=m.granted, used=m.used, held=m.held,
-                                    remaining=m.remaining, remaining_pct=m.remaining_pct) for m in b.meters],
-            grants=[grant_pb(g) for g in b.grants], as_of_ms=b.as_of_ms,
-            cycle_start_ms=cycle[0], cycle_end_ms=cycle[1])
+        return t.balance_pb(b, *cycle)
 
     async def TopUp(self, request: pb.TopUpRequest, context: aio.ServicerContext) -> pb.TopUpResponse:
         await self._scope(request.account_id)
-        g = request.grant
-        if not request.HasField("grant"):
-            raise InvalidArgument("grant", "is required")
-        if bool(g.meter) == bool(g.currency):
-            raise InvalidArgument("grant", "set exactly one of meter (units) or currency (money)")
-        if g.meter:
-            bucket = v.ident("grant.meter", g.meter)
-        else:
-            bucket = model.wallet_bucket(v.currency("grant.currency", g.currency))
-        # priority 0 is a priority: unset (None) is the kind's priority, or 100 for an ad-hoc grant
-        spec = model.GrantSpec(bucket=bucket, amount=g.amount, source=g.source,
-                               priority=g.priority if g.HasField("priority") else None,
-                               overdraft_limit=g.overdraft_limit, starts_at_ms=g.starts_at_ms,
-                               expires_at_ms=g.expires_at_ms, label=g.label, grant_id=g.grant_id, kind=g.kind)
+        spec = t.grant_spec(request)
         # a key without the admin role (the self_service role) may only make self-service kinds (QC13)
         try:
             state, replayed = await self.admin.top_up(request.account_id, spec, request.idempotency_key,
                                                       self_service=not auth.current.get().may("admin"))
         except NotSelfService as exc:
             raise auth.PermissionDenied(str(exc)) from exc
-        return pb.TopUpResponse(grant=grant_pb(state), replayed=replayed)
+        return pb.TopUpResponse(grant=t.grant_pb(state), replayed=replayed)
 
     async def Adjust(self, request: pb.AdjustRequest, context: aio.ServicerContext) -> pb.TopUpResponse:
         await self._scope(request.account_id)
         state, replayed = await self.admin.adjust(request.account_id, request.grant_id, request.amount,
                                                   request.reason, request.idempotency_key)
-        return pb.TopUpResponse(grant=grant_pb(state), replayed=replayed)
+        return pb.TopUpResponse(grant=t.grant_pb(state), replayed=replayed)
 
     async def CreateAccount(self, request: pb.CreateAccountRequest, context: aio.ServicerContext) -> pb.Account:
         await self._scope(request.account_id, org_id=request.org_id)
-        policies = [
-            model.MeterPolicy(meter=p.meter, overage_price_minor=p.overage_price_minor,
-                              overage_currency=p.overage_currency,
-                              exhausted_action=_action_from_pb(p.exhausted_action, f"policies[{i}].exhausted_action"),
-                              alert_pct_left=tuple(p.alert_pct_left))
-            for i, p in enumerate(request.policies)
-        ]
         info = await self.admin.create_account(request.account_id, request.idempotency_key,
                                                org_id=request.org_id, time_zone=request.time_zone,
-                                               policies=policies)
-        return account_pb(info)
+                                               policies=t.policies_from_pb(request.policies))
+        return t.account_pb(info)
 
     async def SetAccountStatus(self, request: pb.SetAccountStatusRequest,
                                context: aio.ServicerContext) -> pb.Account:
         await self._scope(request.account_id)
-        status = _STATUS_FROM_PB.get(request.status)
+        status = t.STATUS_FROM_PB.get(request.status)
         if status is None:
             raise InvalidArgument("status", "must be ACTIVE, SUSPENDED or EXPIRED")
-        return account_pb(await self.admin.set_status(request.account_id, status, request.idempotency_key))
+        return t.account_pb(await self.admin.set_status(request.account_id, status, request.idempotency_key))
 
     async def ChangeOwner(self, request: pb.ChangeOwnerRequest, context: aio.ServicerContext) -> pb.Account:
         await self._scope(request.account_id)
-        return account_pb(await self.admin.change_owner(request.account_id, request.owner_id,
-                                                        request.idempotency_key))
+        return t.account_pb(await self.admin.change_owner(request.account_id, request.owner_id,
+                                                          request.idempotency_key))
 
     async def ExtendSubscription(self, request: pb.ExtendSubscriptionRequest,
                                  context: aio.ServicerContext) -> pb.Subscription:
         await self._scope(request.account_id)
-        return subscription_pb(await self._subs().extend(request.account_id, request.days, request.idempotency_key))
+        return t.subscription_pb(await self._subs().extend(request.account_id, request.days,
+                                                           request.idempotency_key))
 
     async def Subscribe(self, request: pb.SubscribeRequest, context: aio.ServicerContext) -> pb.Subscription:
         await self._scope(request.account_id)
         info = await self._subs().subscribe(request.account_id, request.product, request.plan,
                                             request.idempotency_key, interval=request.interval,
                                             starts_at_ms=request.starts_at_ms, packs=dict(request.packs))
-        return subscription_pb(info)
+        return t.subscription_pb(info)
 
     async def ChangePlan(self, request: pb.ChangePlanRequest, context: aio.ServicerContext) -> pb.Subscription:
         await self._scope(request.account_id)
-        when = {pb.NOW: "now", pb.AT_CYCLE_END: "cycle_end"}.get(request.when, "")
+        when = t.WHEN_FROM_PB.get(request.when, "")
         info = await self._subs().change_plan(request.account_id, request.plan, request.idempotency_key, when=when,
                                               interval=request.interval, packs=dict(request.packs))
-        return subscription_pb(info)
+        return t.subscription_pb(info)
 
     async def GetSubscription(self, request: pb.GetSubscriptionRequest,
                               context: aio.ServicerContext) -> pb.Subscription:
         await self._scope(request.account_id)
-        return subscription_pb(await self._subs().get(request.account_id))
+        return t.subscription_pb(await self._subs().get(request.account_id))
 
     async def ListUsage(self, request: pb.ListUsageRequest, context: aio.ServicerContext) -> pb.UsagePage:
         await self._scope(request.filter.account_id)
-        return await self._usage().page(request)
+        return t.usage_page_pb(await self._usage().page(t.usage_filter(request.filter), request.page_size,
+                                                        request.page_token))
 
     async def ExportUsage(self, request: pb.ExportUsageRequest,
                           context: aio.ServicerContext) -> AsyncIterator[pb.ExportChunk]:
         await self._scope(request.filter.account_id)
-        async for chunk in self._usage().export(request):
-            yield chunk
+        async for chunk in self._usage().export(t.usage_filter(request.filter), request.attribute_columns,
+                                                raw=request.raw):
+            yield t.csv_chunk_pb(chunk)
 
     async def GetTrend(self, request: pb.GetTrendRequest, context: aio.ServicerContext) -> pb.Trend:
         await self._scope(request.account_id)
-        return await self._usage().trend(request)
+        return t.trend_pb(await self._usage().trend(t.trend_query(request)))
 
     async def ListTransactions(self, request: pb.ListTransactionsRequest,
                                context: aio.ServicerContext) -> pb.TransactionPage:
         await self._scope(request.account_id)
-        return await self._accounts().transactions(request)
+        return t.transaction_page_pb(await self._accounts().transactions(t.transaction_query(request)))
 
     async def GetStatement(self, request: pb.GetStatementRequest, context: aio.ServicerContext) -> pb.Statement:
         await self._scope(request.account_id)
-        return await self._accounts().statement(request)
+        return t.statement_pb(await self._accounts().statement(request.account_id, request.cycle))
 
     async def ListAccounts(self, request: pb.ListAccountsRequest, context: aio.ServicerContext) -> pb.AccountPage:
         if self.keys is not None:
             self.keys.check_org(auth.current.get(), request.org_id)
-        return await self._accounts().accounts(request)
+        return t.account_page_pb(await self._accounts().accounts(request.org_id, request.page_size,
+                                                                 request.page_token))
 
     async def WatchAlerts(self, request: pb.WatchAlertsRequest,
                           context: aio.ServicerContext) -> AsyncIterator[pb.AlertEvent]:
@@ -297,8 +207,8 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
             await self._scope(request.account_id)
         elif self.keys is not None:
             self.keys.check_org(auth.current.get(), request.org_id)
-        async for event in self.alerts.watch(request):
-            yield event
+        async for event in self.alerts.watch(t.watch_alerts(request)):
+            yield t.alert_event_pb(event)
 
     async def Verify(self, request: pb.VerifyRequest, context: aio.ServicerContext) -> AsyncIterator[pb.VerifyPage]:
         """N4: the ledger against the Postgres projection and Redis, page by page; Redis repaired by a rebuild."""
@@ -310,10 +220,10 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
             await self._scope(request.account_id)
         elif self.keys is not None and "*" not in auth.current.get().accounts:
             raise auth.PermissionDenied("account_id: checking every account needs a key for every account")
-        verifier = Verifier(self.hot.ledger, self.hot.store, self.hot.rebuilder, self.hot.clock)
+        verifier = Verifier(self.admin.ledger, self.admin.rebuilder.store, self.admin.rebuilder, self.admin.clock)
         async for page in verifier.pages(request.account_id, page_size=request.page_size or 100,
                                          after=request.after_account_id):
-            yield verify_page_pb(page)
+            yield t.verify_page_pb(page)
 
     async def _requests(self, items: list[tuple[pb.ReserveRequest, int]],
                         charge: bool = False) -> list[ReserveRequest | BaseException]:
@@ -324,11 +234,11 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
             try:
                 if charge:
                     overload.charge_item()
-                name = _MODES.get(mode)
+                name = t.MODES.get(mode)
                 if name is None:
                     raise InvalidArgument("mode", "must be RESERVE, CONSUME or CHECK")
                 await self._scope(req.account_id)
-                out.append(self.hot._reserve_request(
+                out.append(self.hot.reserve_request(
                     req.account_id, req.meter, req.amount, req.idempotency_key, mode=name, ttl_ms=req.ttl_ms,
                     dedup_key=req.dedup_key, dedup_window_s=req.dedup_window_s, attributes=dict(req.attributes),
                     feature=req.feature))
@@ -352,7 +262,7 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
                     code, message = grpc.StatusCode.INTERNAL, "internal error; the service logged the cause"
                 out.append(pb.ItemResult(error=pb.ItemError(code=code.value[0], message=message), tag=tag))
             else:
-                out.append(pb.ItemResult(decision=decision_pb(res), tag=tag))
+                out.append(pb.ItemResult(decision=t.decision_pb(res), tag=tag))
         return out
 
     async def ReserveBatch(self, request: pb.ReserveBatchRequest,

@@ -7,20 +7,19 @@ account's Redis state is then rebuilt so the hot path sees it at once.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
 from quota_service.app.reserve import Rebuilder
 from quota_service.app.settlement import collect_debts, release_withheld, settle_negative
 from quota_service.catalogue import CatalogueSet
-from quota_service.catalogue.top_ups import NotSelfService, TopUpRequest, resolve_top_up
 from quota_service.domain import validation as v
+from quota_service.domain.billing.adjustment import plan_adjustment
+from quota_service.domain.billing.top_up import check_top_up, grant_of, plan_top_up
 from quota_service.domain.clock import Clock
 from quota_service.domain.model import (
     ACTIONS,
-    SOURCES,
     STATUSES,
     AccountInfo,
     GrantSpec,
@@ -29,6 +28,7 @@ from quota_service.domain.model import (
     request_fingerprint,
 )
 from quota_service.errors import FailedPrecondition, IdempotencyMismatch, InvalidArgument, NotFound
+from quota_service.storage.billing import apply
 from quota_service.storage.postgres import PostgresLedger
 from quota_service.storage.queries import Q
 
@@ -43,43 +43,6 @@ def _grant_state(row: asyncpg.Record) -> GrantState:
     return GrantState(row["grant_id"], row["bucket"], row["source"], row["priority"], row["granted"],
                       row["used"], row["held"], row["overdraft_limit"], row["starts_at_ms"],
                       row["expires_at_ms"], row["label"])
-
-
-@dataclass(frozen=True)
-class _NewGrant:
-    source: str
-    priority: int
-    overdraft_limit: int
-    label: str
-    expires_at_ms: int
-    item: str | None  # the catalogue entry (top_up:<kind>, pack:<name>); None: ad hoc
-    cycle_no: int | None  # a grant of this cycle: its at_cycle_end rule applies at the cycle end
-    attrs: dict[str, object]
-
-
-def _check_top_up(spec: GrantSpec, self_service: bool, now_ms: int) -> int:
-    """Validate what a top-up asks for, before any I/O; returns when it starts."""
-    if self_service and not spec.kind:
-        raise NotSelfService("grant.kind: this API key may only make the catalogue's self-service top-ups "
-                             "(name a kind)")
-    v.ident("grant.grant_id", spec.grant_id, required=False)
-    v.ident("grant.kind", spec.kind, required=False)
-    v.amount("grant.amount", spec.amount, limit=v.MAX_GRANT)
-    v.amount("grant.overdraft_limit", spec.overdraft_limit, allow_zero=True, limit=v.MAX_GRANT)
-    v.time_ms("grant.starts_at_ms", spec.starts_at_ms)
-    v.time_ms("grant.expires_at_ms", spec.expires_at_ms)
-    if spec.kind and (spec.starts_at_ms or spec.expires_at_ms or (self_service and spec.grant_id)):
-        field = "starts_at_ms" if spec.starts_at_ms else "expires_at_ms" if spec.expires_at_ms else "grant_id"
-        raise InvalidArgument(f"grant.{field}", f"is set by top-up kind {spec.kind!r}; leave it unset")
-    starts = spec.starts_at_ms or now_ms
-    if spec.expires_at_ms and spec.expires_at_ms <= starts:
-        raise InvalidArgument("grant.expires_at_ms", "must be after the grant starts (starts_at_ms, or now when 0)")
-    if spec.source and spec.source not in SOURCES:
-        raise InvalidArgument("grant.source", f"must be one of {', '.join(SOURCES)}")
-    if spec.priority is not None and not -1_000_000 <= spec.priority <= 1_000_000:
-        raise InvalidArgument("grant.priority", "must be between -1000000 and 1000000")
-    v.text("grant.label", spec.label, max_len=200)
-    return starts
 
 
 class Admin:
@@ -142,28 +105,22 @@ class Admin:
         v.ident("account_id", account_id)
         v.idempotency_key(idempotency_key)
         now = self.clock.now_ms()
-        starts = _check_top_up(spec, self_service, now)
+        starts = check_top_up(spec, self_service, now)
         grant_id = spec.grant_id or f"g-{uuid.uuid5(uuid.NAMESPACE_URL, account_id + '/' + idempotency_key).hex}"
         request_hash = request_fingerprint("top_up", spec.bucket, spec.amount, spec.source, spec.priority,
                                       spec.overdraft_limit, spec.starts_at_ms, spec.expires_at_ms,
                                       spec.label, spec.grant_id, spec.kind)
 
         async def body(conn: asyncpg.Connection) -> str:
-            if await conn.fetchval("SELECT 1 FROM accounts WHERE account_id = $1", account_id) is None:
+            if await conn.fetchrow(Q["get_account"], account_id) is None:
                 raise NotFound("account_id", f"unknown account {account_id!r}")
             sub = await conn.fetchrow(Q["lock_subscription"], account_id)
-            g = self._grant_of(spec, sub, self_service, starts)
+            cat = self.catalogues.get(sub["product"]) if sub is not None and self.catalogues is not None else None
+            g = grant_of(spec, sub, cat, self_service)
             total = await conn.fetchval(Q["bucket_total"], account_id, spec.bucket)
-            if total + spec.amount + g.overdraft_limit > v.MAX_BUCKET_TOTAL:
-                raise FailedPrecondition(f"grant.amount: {spec.bucket!r} would hold more than {v.MAX_BUCKET_TOTAL} "
-                                         "(granted plus overdraft over all its grants)")
-            status = await conn.execute(Q["insert_item_grant"], grant_id, account_id, spec.bucket, g.source,
-                                        g.label, g.priority, starts, g.expires_at_ms, spec.amount, 0,
-                                        g.overdraft_limit, g.item, g.cycle_no, 0)
-            if status.endswith(" 0"):
+            new = plan_top_up(spec, grant_id, g, starts, total, idempotency_key, now)
+            if not (await apply(conn, account_id, [new]))[0]:
                 raise FailedPrecondition(f"grant.grant_id: grant {grant_id!r} already exists")
-            await conn.execute(Q["insert_admin_entry"], account_id, "grant", grant_id, spec.bucket,
-                               spec.amount, idempotency_key, now, {"source": g.source, "label": g.label, **g.attrs})
             # what the bucket owes is paid first (QC7, QA3c): only the rest of the top-up is spendable
             await collect_debts(conn, account_id, spec.bucket, grant_id, now)
             if sub is not None and sub["withheld"]:
@@ -174,24 +131,6 @@ class Admin:
         answer, replayed = await self._admin(account_id, idempotency_key, "top_up", request_hash, now, body)
         row = await self.ledger.run(lambda c: c.fetchrow(Q["get_grant"], answer, account_id))
         return _grant_state(row), replayed
-
-    def _grant_of(self, spec: GrantSpec, sub: asyncpg.Record | None, self_service: bool, starts: int) -> _NewGrant:
-        """The grant a top-up makes: as asked (ad hoc), or as the catalogue's top-up kind says."""
-        if not spec.kind:
-            return _NewGrant(spec.source or "topup", 100 if spec.priority is None else spec.priority,
-                             spec.overdraft_limit, spec.label, spec.expires_at_ms, None, None, {})
-        cat = self.catalogues.get(sub["product"]) if sub is not None and self.catalogues is not None else None
-        if sub is None or cat is None:
-            raise FailedPrecondition("grant.kind: top-up kinds come from the catalogue of the account's "
-                                     "subscription, and the account has none")
-        r = resolve_top_up(cat, sub["plan"], sub["interval"], TopUpRequest(
-            spec.kind, spec.bucket, spec.amount, spec.priority, spec.overdraft_limit, spec.label, spec.source,
-            self_service))
-        expires = sub["cycle_end_ms"] if r.ends_with_cycle else 0
-        if expires and expires >= v.MAX_TIME_MS:
-            expires = 0  # a trial's open-ended "cycle"
-        return _NewGrant(r.source, r.priority, r.overdraft_limit, r.label, expires, r.item,
-                         sub["cycle_no"] if r.in_cycle else None, r.attrs)
 
     async def set_status(self, account_id: str, status: str, idempotency_key: str) -> AccountInfo:
         v.ident("account_id", account_id)
@@ -234,18 +173,7 @@ class Admin:
             row = await conn.fetchrow(Q["lock_grant"], grant_id, account_id)
             if row is None:
                 raise NotFound("grant_id", f"no grant {grant_id!r} for account {account_id!r}")
-            if row["used"] + amount < 0:
-                raise InvalidArgument("amount", f"a refund cannot exceed what the grant has used ({row['used']})")
-            left = row["granted"] - row["used"] - amount - row["held"]
-            attrs: dict[str, object] = {"reason": reason}
-            if left < -row["overdraft_limit"]:  # a debt: the floor opens to it (debt_overdraft records how far)
-                await conn.execute(Q["open_debt_floor"], grant_id, account_id, -left)
-                attrs["overdraft_limit"] = {"from": row["overdraft_limit"], "to": -left}
-            await conn.execute(Q["move_used"], grant_id, account_id, amount)
-            # a refund of a debt narrows the floor again: what is paid is no room to spend
-            await conn.execute(Q["floor_follows_debt"], grant_id, account_id)
-            await conn.execute(Q["insert_entry"], account_id, "adjustment", grant_id, row["bucket"], 0, amount,
-                               idempotency_key, abs(amount), now, attrs)
+            await apply(conn, account_id, plan_adjustment(row, grant_id, amount, reason, idempotency_key, now))
             if sub is not None:  # QC7: the settlement rule pays at once what it can (its floor follows)
                 await settle_negative(conn, sub, self.catalogues, row["bucket"], now)
             return grant_id
@@ -277,8 +205,10 @@ class Admin:
         return _account_info(row, replayed)
 
     async def _admin(self, account_id: str, key: str, kind: str, request_hash: str, now: int,
-                     body: object) -> tuple[str, bool]:
-        answer, replayed = await self.ledger.admin(account_id, key, kind, request_hash, now, body)  # type: ignore[arg-type]
+                     body: Callable[[asyncpg.Connection], Awaitable[str]]) -> tuple[str, bool]:
+        """Run `body` once per idempotency key (the ledger's admin transaction), then rebuild the
+        account's Redis state unless the answer was replayed."""
+        answer, replayed = await self.ledger.admin(account_id, key, kind, request_hash, now, body)
         if not answer:
             raise IdempotencyMismatch(key)
         if not replayed:

@@ -20,30 +20,60 @@ import functools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import asyncpg
-from quota.v1 import quota_pb2 as pb
 
 from quota_service.api.overload import ResourceExhausted
 from quota_service.domain import validation as v
 from quota_service.errors import InvalidArgument, StorageError, Unavailable
 from quota_service.periodic import cancel_and_wait
 from quota_service.storage.postgres import PostgresLedger
+from quota_service.storage.queries import Q
 
 log = logging.getLogger(__name__)
 CHANNEL = "quota_alerts"
 PAGE = 500
 POLL_S = 2.0  # how long the hub waits for a NOTIFY before it looks anyway
+# a stream's backlog, by what it follows (the column names the index the query uses)
+_BACKLOG = {"account_id": "alert_backlog_of_account", "org_id": "alert_backlog_of_org"}
 
-_COLUMNS = """SELECT event_id, account_id, org_id, meter, threshold_pct_left, cycle_start_ms,
-       (extract(epoch FROM occurred_at) * 1000)::bigint AS at_ms, idempotency_key
-  FROM alert_events"""
-# a stream's backlog: its events in (after, upto]
-_BACKLOG = _COLUMNS + " WHERE {where} AND event_id > $2 AND event_id <= $3 ORDER BY event_id LIMIT $4"
-# the hub: every event after its cursor
-_NEW = _COLUMNS + " WHERE event_id > $1 ORDER BY event_id LIMIT $2"
-_LAST = "SELECT COALESCE(max(event_id), 0) FROM alert_events"
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """A threshold of percent left that a charge crossed, once per billing cycle (QA6)."""
+
+    event_id: int  # increasing; a stream resumes after the last one it saw
+    account_id: str
+    org_id: str  # the account's organization when the event was stored ("": none)
+    meter: str
+    threshold_pct_left: int  # 0 = the meter ran out
+    cycle_start_ms: int  # the billing cycle it fired in (0: the account has no subscription)
+    occurred_at_ms: int
+    idempotency_key: str  # of the charge that crossed it
+
+
+class AlertScope(Protocol):
+    """What a stream follows: one account or one organization (exactly one set), after an event."""
+
+    @property
+    def account_id(self) -> str: ...
+
+    @property
+    def org_id(self) -> str: ...
+
+    @property
+    def after_event_id(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class WatchAlerts:
+    """A WatchAlerts request as plain values (an AlertScope)."""
+
+    account_id: str = ""
+    org_id: str = ""
+    after_event_id: int = 0  # 0 = from the first event
 
 
 class _Stream:
@@ -53,31 +83,30 @@ class _Stream:
         self.column = column  # "account_id" or "org_id"
         self.key = key
         self.queue_max = queue_max
-        self.events: deque[asyncpg.Record] = deque()
+        self.events: deque[AlertEvent] = deque()
         self.cut = False  # fell queue_max events behind
         self.closed = False  # the server is stopping
         self.wake = asyncio.Event()
 
-    def offer(self, row: asyncpg.Record) -> bool:
-        """Buffer `row` (one of this stream's); False once the stream has fallen too far behind."""
+    def offer(self, event: AlertEvent) -> bool:
+        """Buffer `event` (one of this stream's); False once the stream has fallen too far behind."""
         if len(self.events) >= self.queue_max:
             self.cut = True
             self.wake.set()
             return False
-        self.events.append(row)
+        self.events.append(event)
         self.wake.set()
         return True
 
 
-def _event(r: asyncpg.Record) -> pb.AlertEvent:
-    return pb.AlertEvent(event_id=r["event_id"], account_id=r["account_id"], meter=r["meter"],
-                         threshold_pct_left=r["threshold_pct_left"], cycle_start_ms=r["cycle_start_ms"],
-                         occurred_at_ms=r["at_ms"], idempotency_key=r["idempotency_key"])
+def _event(r: asyncpg.Record) -> AlertEvent:
+    return AlertEvent(event_id=r["event_id"], account_id=r["account_id"], org_id=r["org_id"] or "", meter=r["meter"],
+                      threshold_pct_left=r["threshold_pct_left"], cycle_start_ms=r["cycle_start_ms"],
+                      occurred_at_ms=r["at_ms"], idempotency_key=r["idempotency_key"])
 
 
-async def _fetch(sql: str, args: tuple[Any, ...], conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
-    return rows
+async def _fetch(sql: str, args: tuple[Any, ...], conn: asyncpg.Connection) -> list[AlertEvent]:
+    return [_event(r) for r in await conn.fetch(sql, *args)]
 
 
 class AlertFeed:
@@ -125,7 +154,7 @@ class AlertFeed:
         stream's backlog ends there, and the hub hands it every later event."""
         async with self._lock:
             if self._hub is None or self._hub.done():
-                self._cursor = int(await self.ledger.run(lambda c: c.fetchval(_LAST)))
+                self._cursor = int(await self.ledger.run(lambda c: c.fetchval(Q["alert_last_event"])))
                 await self._listen()
                 self._hub = asyncio.create_task(self._run(), name="alert-hub")
             self._add(stream)
@@ -146,14 +175,15 @@ class AlertFeed:
 
     async def _read_new(self) -> None:
         while self._streams:
-            rows = await self.ledger.run(functools.partial(_fetch, _NEW, (self._cursor, PAGE)))
-            for r in rows:
-                self._cursor = r["event_id"]
-                for key in (("account_id", r["account_id"]), ("org_id", r["org_id"])):
+            events = await self.ledger.run(functools.partial(_fetch, Q["alert_events_after"], (self._cursor, PAGE)))
+            for e in events:
+                self._cursor = e.event_id
+                # an event without an organization ("") matches no org stream: their keys are never empty
+                for key in (("account_id", e.account_id), ("org_id", e.org_id)):
                     for stream in list(self._streams.get(key, ())):
-                        if not stream.offer(r):
+                        if not stream.offer(e):
                             self._drop(stream)
-            if len(rows) < PAGE:
+            if len(events) < PAGE:
                 return
 
     async def close(self) -> None:
@@ -170,7 +200,10 @@ class AlertFeed:
                 await self._listener.close(timeout=self.ledger.timeout_s)
             self._listener = None
 
-    async def watch(self, req: pb.WatchAlertsRequest) -> AsyncIterator[pb.AlertEvent]:
+    async def watch(self, req: AlertScope) -> AsyncIterator[AlertEvent]:
+        """The events of an account or an organization after `req.after_event_id`, each once, in
+        event_id order: the backlog first, then new ones as they are stored, until the caller stops,
+        the server stops (UNAVAILABLE) or the stream falls queue_max events behind (RESOURCE_EXHAUSTED)."""
         if bool(req.account_id) == bool(req.org_id):
             raise InvalidArgument("account_id", "set exactly one of account_id or org_id")
         if req.account_id:
@@ -191,23 +224,23 @@ class AlertFeed:
         finally:
             self._drop(stream)
 
-    async def _backlog(self, column: str, key: str, after: int, upto: int) -> AsyncIterator[pb.AlertEvent]:
-        sql = _BACKLOG.format(where=f"{column} = $1")
+    async def _backlog(self, column: str, key: str, after: int, upto: int) -> AsyncIterator[AlertEvent]:
+        sql = Q[_BACKLOG[column]]
         while after < upto:
-            rows = await self.ledger.run(functools.partial(_fetch, sql, (key, after, upto, PAGE)))
-            for r in rows:
-                after = r["event_id"]
-                yield _event(r)
-            if len(rows) < PAGE:
+            events = await self.ledger.run(functools.partial(_fetch, sql, (key, after, upto, PAGE)))
+            for e in events:
+                after = e.event_id
+                yield e
+            if len(events) < PAGE:
                 return
 
-    async def _live(self, stream: _Stream, last: int) -> AsyncIterator[pb.AlertEvent]:
+    async def _live(self, stream: _Stream, last: int) -> AsyncIterator[AlertEvent]:
         while True:
             while stream.events:
-                r = stream.events.popleft()
-                if r["event_id"] > last:
-                    last = r["event_id"]
-                    yield _event(r)
+                e = stream.events.popleft()
+                if e.event_id > last:
+                    last = e.event_id
+                    yield e
             if stream.closed:
                 raise Unavailable("the server is stopping: reconnect with after_event_id="
                                   f"{last} to resume")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncpg
 from cachetools import LRUCache
 
-from quota_service.app.ledger_writes import entry, grant
 from quota_service.app.reserve import Rebuilder
 from quota_service.app.settlement import collect_debts
 from quota_service.catalogue import CatalogueSet
-from quota_service.domain import cycles
-from quota_service.domain.billing.policies import TRIAL
+from quota_service.domain.billing import ops
+from quota_service.domain.billing.top_up import auto_top_up_item, auto_top_up_needs_time_zone, plan_auto_top_up
 from quota_service.domain.clock import Clock
+from quota_service.storage.billing import apply
 from quota_service.storage.postgres import PostgresLedger
 from quota_service.storage.queries import Q
 
@@ -46,36 +46,33 @@ class AutoTopUps:
             return False  # this cycle's bound was reached: no query per denial until the cycle ends
 
         async def run(conn: asyncpg.Connection) -> tuple[bool, int]:
-            async with conn.transaction():
-                sub = await conn.fetchrow(Q["lock_subscription"], account_id)
-                cat = self.catalogues.get(sub["product"]) if sub is not None and self.catalogues else None
-                wallet = cat.wallets.get(currency) if cat is not None else None
-                at = wallet.auto_top_up if wallet is not None else None
-                if sub is None or at is None:
-                    return False, 0
-                k, item = sub["cycle_no"], f"auto_top_up:{currency}"
-                n = await conn.fetchval(Q["count_item_grants"], account_id, item, k)
-                if n >= at.max_per_cycle:
-                    return False, sub["cycle_end_ms"]
-                expires = 0
-                if at.carry_over_cycles is not None and sub["interval"] != TRIAL:
-                    tz = await conn.fetchval("SELECT time_zone FROM accounts WHERE account_id = $1", account_id)
-                    expires = cycles.cycle(sub["interval"], sub["anchor_at_ms"], tz,
-                                           k - sub["anchor_cycle_no"] + at.carry_over_cycles).end_ms
-                gid = f"{account_id}/{item}/{k}/{n}"
-                bucket = "$" + currency
-                await grant(conn, gid, account_id, bucket, "auto_topup", "Automatic top-up", at.priority, now,
-                             expires, at.amount_minor, item=item, cycle_no=k)
-                await entry(conn, account_id, "auto_top_up", gid, bucket, now, d_granted=at.amount_minor,
-                             amount=at.amount_minor, attrs={"cycle": k, "number": n + 1, "max_per_cycle":
-                                                            at.max_per_cycle, "for_key": request_key})
-                await collect_debts(conn, account_id, bucket, gid, now)  # like every top-up: debts first
-                await conn.execute("UPDATE accounts SET epoch = epoch + 1 WHERE account_id = $1", account_id)
-                return True, sub["cycle_end_ms"]
+            return await self._add(conn, account_id, currency, request_key, now)
 
-        added, cycle_end = await self.ledger.run(run)
+        added, cycle_end = await self.ledger.transaction(run)
         if added:
             await self.rebuilder.rebuild(account_id)
         elif cycle_end:
             self._auto_spent.setdefault(account_id, {})[currency] = cycle_end
         return added
+
+    async def _add(self, conn: asyncpg.Connection, account_id: str, currency: str, request_key: str,
+                   now_ms: int) -> tuple[bool, int]:
+        """In the transaction: (whether the top-up was made, the end of the subscription's cycle; 0 when
+        the wallet has no automatic top-up)."""
+        sub = await conn.fetchrow(Q["lock_subscription"], account_id)
+        cat = self.catalogues.get(sub["product"]) if sub is not None and self.catalogues else None
+        wallet = cat.wallets.get(currency) if cat is not None else None
+        at = wallet.auto_top_up if wallet is not None else None
+        if sub is None or at is None:
+            return False, 0
+        made = await conn.fetchval(Q["count_item_grants"], account_id, auto_top_up_item(currency), sub["cycle_no"])
+        time_zone = None
+        if made < at.max_per_cycle and auto_top_up_needs_time_zone(at, sub["interval"]):
+            time_zone = (await conn.fetchrow(Q["get_account"], account_id))["time_zone"]
+        grant = plan_auto_top_up(sub, at, currency, made, time_zone, request_key, now_ms)
+        if grant is None:
+            return False, sub["cycle_end_ms"]
+        await apply(conn, account_id, [grant])
+        await collect_debts(conn, account_id, grant.bucket, grant.grant_id, now_ms)  # like every top-up: debts first
+        await apply(conn, account_id, [ops.BumpEpoch()])
+        return True, sub["cycle_end_ms"]

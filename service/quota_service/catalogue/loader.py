@@ -571,32 +571,52 @@ class _Parser:
         title = _text(p["title"], _join(path, "title"), max_len=200)
         _text(p.get("description", ""), _join(path, "description"), max_len=4000)
         kind = _choice(p.get("kind", "subscription"), _join(path, "kind"), PLAN_KINDS)
-        trial = None
-        intervals: tuple[str, ...] = ()
-        if kind == "trial":
-            for key in ("intervals", "grants", "one_time_grants"):
-                if key in p:
-                    _fail(_join(path, key), "a trial has no billing intervals or grants: its allowance is trial.total")
-            if "trial" not in p:
-                _fail(_join(path, "trial"), "is required for a trial plan")
-            tp = _join(path, "trial")
-            t = _mapping(p["trial"], tp, ("meter", "total", "denial_reason"), ("duration_days",))
-            trial = Trial(_name(t["meter"], _join(tp, "meter")), _int(t["total"], _join(tp, "total"), lo=1),
-                          _choice(t["denial_reason"], _join(tp, "denial_reason"), TRIAL_DENIALS),
-                          _int(t["duration_days"], _join(tp, "duration_days"), lo=1, hi=MAX_DAYS)
-                          if "duration_days" in t else None)
-        else:
+        trial, intervals = self._plan_kind(p, path, kind)
+
+        fp = _join(path, "features")
+        features = {_name(f, _join(fp, f)): _choice(mode, _join(fp, f), CHARGE_MODES)
+                    for f, mode in _entries(p.get("features", {}), fp).items()}
+        grants, once = self._plan_grants(p, path, intervals)
+
+        cp = _join(path, "capacity")
+        capacity = {_name(m, _join(cp, m)): _int(v, _join(cp, m))
+                    for m, v in _entries(p.get("capacity", {}), cp).items()}
+
+        pp = _join(path, "policies")
+        policies = {}
+        raw_policies = _entries(p.get("policies", {}), pp)
+        for meter, praw in raw_policies.items():
+            policies[_name(meter, _join(pp, meter))] = self.policy(meter, praw, _join(pp, meter), intervals, kind)
+        return Plan(name, title, kind, intervals, _frozen(features), tuple(grants), tuple(once), _frozen(capacity),
+                    _frozen(policies), trial)
+
+    @staticmethod
+    def _plan_kind(p: dict[str, Any], path: str, kind: str) -> tuple[Trial | None, tuple[str, ...]]:
+        """A plan's trial allowance (a trial plan) or billing intervals (any other plan): the two
+        exclude each other, and a trial has no grants of its own."""
+        if kind != "trial":
             if "trial" in p:
                 _fail(_join(path, "trial"), "only a plan of kind trial has a trial allowance")
             if "intervals" not in p:
                 _fail(_join(path, "intervals"), "is required: the billing intervals the plan is sold with")
             ip = _join(path, "intervals")
-            intervals = _unique(_list(p["intervals"], ip, min_len=1), ip, lambda v, q: _choice(v, q, INTERVALS))
+            return None, _unique(_list(p["intervals"], ip, min_len=1), ip, lambda v, q: _choice(v, q, INTERVALS))
+        for key in ("intervals", "grants", "one_time_grants"):
+            if key in p:
+                _fail(_join(path, key), "a trial has no billing intervals or grants: its allowance is trial.total")
+        if "trial" not in p:
+            _fail(_join(path, "trial"), "is required for a trial plan")
+        tp = _join(path, "trial")
+        t = _mapping(p["trial"], tp, ("meter", "total", "denial_reason"), ("duration_days",))
+        trial = Trial(_name(t["meter"], _join(tp, "meter")), _int(t["total"], _join(tp, "total"), lo=1),
+                      _choice(t["denial_reason"], _join(tp, "denial_reason"), TRIAL_DENIALS),
+                      _int(t["duration_days"], _join(tp, "duration_days"), lo=1, hi=MAX_DAYS)
+                      if "duration_days" in t else None)
+        return trial, ()
 
-        fp = _join(path, "features")
-        features = {_name(f, _join(fp, f)): _choice(mode, _join(fp, f), CHARGE_MODES)
-                    for f, mode in _entries(p.get("features", {}), fp).items()}
-
+    def _plan_grants(self, p: dict[str, Any], path: str,
+                     intervals: tuple[str, ...]) -> tuple[list[Grant], list[OneTimeGrant]]:
+        """A plan's grants per cycle and its one-time grants; a grant id names one grant of the plan."""
         ids: set[str] = set()
         grants = []
         gp = _join(path, "grants")
@@ -614,18 +634,7 @@ class _Parser:
                 _fail(_join(_index(op, i), "id"), f"grant id {g1.id!r} is used twice in this plan")
             ids.add(g1.id)
             once.append(g1)
-
-        cp = _join(path, "capacity")
-        capacity = {_name(m, _join(cp, m)): _int(v, _join(cp, m))
-                    for m, v in _entries(p.get("capacity", {}), cp).items()}
-
-        pp = _join(path, "policies")
-        policies = {}
-        raw_policies = _entries(p.get("policies", {}), pp)
-        for meter, praw in raw_policies.items():
-            policies[_name(meter, _join(pp, meter))] = self.policy(meter, praw, _join(pp, meter), intervals, kind)
-        return Plan(name, title, kind, intervals, _frozen(features), tuple(grants), tuple(once), _frozen(capacity),
-                    _frozen(policies), trial)
+        return grants, once
 
     @staticmethod
     def _target(g: dict[str, Any], path: str) -> tuple[str | None, str | None, str, str]:

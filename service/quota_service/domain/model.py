@@ -62,38 +62,6 @@ class Decision:
         return self.status == GRANTED
 
 
-def _items(value: Any) -> list[Any]:
-    # Lua's cjson encodes an empty table as an object.
-    return value if isinstance(value, list) else []
-
-
-def decision_from_script(raw: dict[str, Any], *, replayed: bool = False) -> Decision:
-    """Translate the JSON answer of reserve.lua / resolve.lua."""
-    parts: list[Part] = []
-    for r in _items(raw.get("rows")):
-        # reserve rows carry "a"; resolve rows carry used/held deltas and report what was used
-        amount = int(r["a"]) if "a" in r else int(r.get("du", 0))
-        if amount:
-            parts.append(Part(r["g"], r["b"], amount))
-    return Decision(
-        status=GRANTED if raw["st"] == "G" else DENIED,
-        reason=raw.get("rs") or "",
-        action=ACTIONS[int(raw.get("ac") or 0)],
-        reservation_id=raw.get("hid") or "",
-        amount=int(raw.get("amt") or 0),
-        remaining=int(raw.get("rem") or 0),
-        remaining_pct=float(raw.get("pct") or 0.0),
-        dedup_hit=bool(raw.get("dd")),
-        overage_minor=int(raw.get("ov") or 0),
-        overage_currency=raw.get("oc") or "",
-        alerts=tuple(Alert(a["m"], int(a["t"])) for a in _items(raw.get("al"))),
-        parts=tuple(parts),
-        expires_at_ms=int(raw.get("exp") or 0),
-        replayed=replayed,
-        cycle_due=bool(raw.get("cd")),
-    )
-
-
 @dataclass(frozen=True)
 class MeterPolicy:
     """How a meter behaves when its grants run out (from the plan catalogue or the account)."""
@@ -115,7 +83,7 @@ class MeterPolicy:
     capacity: bool = False
     # a duration meter (KB1): seconds of a slice; the key's elapsed-time attribute counts in slices
     slice_s: int = 0
-    # overage priced by a table (QC10): the JSON the scripts read (see reserve_item in _prelude.lua)
+    # overage priced by a table (QC10): the JSON the scripts read (see price_category in storage/lua/_reserve.lua)
     price_table: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     # the catalogue's delivery channels per threshold (percent left -> banner, email), for alert delivery
     alert_notify: tuple[tuple[int, tuple[str, ...]], ...] = ()

@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from quota_service.reports.accounts_sql import USAGE_KINDS
+from quota_service.reports.model import StatementLine
+
+# the rows the hot path writes (one per grant touched); every other row that names a bucket is a transaction
+USAGE_KINDS = ("reserve", "commit", "release", "consume", "expire")
 
 
 @dataclass(frozen=True)
@@ -61,19 +64,6 @@ class Overage:
 
 
 @dataclass
-class Line:
-    bucket: str
-    opening: int = 0
-    granted: int = 0
-    used: int = 0
-    forfeited: int = 0
-    closing: int = 0
-    overage_units: int = 0
-    overage_minor: int = 0
-    overage_currency: str = ""
-
-
-@dataclass
 class _State:
     granted: int = 0
     used: int = 0
@@ -86,12 +76,12 @@ class _State:
 
 @dataclass
 class _Lines:
-    by_bucket: dict[str, Line] = field(default_factory=dict)
+    by_bucket: dict[str, StatementLine] = field(default_factory=dict)
 
-    def of(self, bucket: str) -> Line:
+    def of(self, bucket: str) -> StatementLine:
         line = self.by_bucket.get(bucket)
         if line is None:
-            line = self.by_bucket[bucket] = Line(bucket)
+            line = self.by_bucket[bucket] = StatementLine(bucket)
         return line
 
 
@@ -123,7 +113,7 @@ def in_scope(grant: GrantInfo, start_ms: int, end_ms: int) -> bool:
 
 def statement_lines(grants: Mapping[str, GrantInfo], before_start: Mapping[str, tuple[int, int, int]],
                     flows: Iterable[Flow], overage: Iterable[Overage], start_ms: int, end_ms: int,
-                    now_ms: int) -> list[Line]:
+                    now_ms: int) -> list[StatementLine]:
     """One line per bucket for the cycle [start_ms, end_ms), in bucket order.
 
     before_start: each grant's (granted, used, held) over the rows stamped before start_ms. flows:
@@ -143,36 +133,11 @@ def statement_lines(grants: Mapping[str, GrantInfo], before_start: Mapping[str, 
     opening + granted - used - forfeited = closing, up to the units still held at the start or the end.
     """
     lines = _Lines()
-    end_ref = min(end_ms, now_ms)
-    states: dict[str, _State] = {}
-    for gid, g in grants.items():
-        if not in_scope(g, start_ms, end_ms):
-            continue
-        st = _State()
-        if g.created_ms < start_ms:
-            st = _State(*before_start.get(gid, (0, 0, 0)))
-            lines.of(g.bucket).opening += st.remaining
-        else:
-            lines.of(g.bucket)  # the bucket has its line even when nothing else touches it
-        states[gid] = st
+    states = _openings(lines, grants, before_start, start_ms, end_ms)
     for f in flows:
-        if not f.bucket or not in_cycle(grants.get(f.grant_id), f.at_start, f.at_end, start_ms, end_ms):
-            continue
-        line = lines.of(f.bucket)
-        change = f.d_granted - f.d_used
-        if f.kind in USAGE_KINDS:
-            line.used += f.d_used
-        elif f.kind == "forfeit":
-            line.forfeited -= change
-        elif f.carry_out:
-            line.closing -= change  # the remainder moved into the next cycle's grant
-        else:
-            line.granted += change
-        st_or_none = states.get(f.grant_id)
-        if st_or_none is not None:
-            st_or_none.granted += f.d_granted
-            st_or_none.used += f.d_used
-            st_or_none.held += f.d_held
+        if f.bucket and in_cycle(grants.get(f.grant_id), f.at_start, f.at_end, start_ms, end_ms):
+            _add_flow(lines.of(f.bucket), states.get(f.grant_id), f)
+    end_ref = min(end_ms, now_ms)
     for gid, st in states.items():
         g = grants[gid]
         if g.expires_at_ms and g.expires_at_ms <= end_ref:
@@ -185,3 +150,38 @@ def statement_lines(grants: Mapping[str, GrantInfo], before_start: Mapping[str, 
         line.overage_minor += o.minor
         line.overage_currency = o.wallet.removeprefix("$")
     return [lines.by_bucket[b] for b in sorted(lines.by_bucket)]
+
+
+def _openings(lines: _Lines, grants: Mapping[str, GrantInfo], before_start: Mapping[str, tuple[int, int, int]],
+              start_ms: int, end_ms: int) -> dict[str, _State]:
+    """The state at the start of every grant of the cycle, its remaining counted as opening when the
+    grant was there before the cycle; every bucket of those grants gets its line, even untouched."""
+    states: dict[str, _State] = {}
+    for gid, g in grants.items():
+        if not in_scope(g, start_ms, end_ms):
+            continue
+        st = _State()
+        if g.created_ms < start_ms:
+            st = _State(*before_start.get(gid, (0, 0, 0)))
+            lines.of(g.bucket).opening += st.remaining
+        else:
+            lines.of(g.bucket)
+        states[gid] = st
+    return states
+
+
+def _add_flow(line: StatementLine, state: _State | None, f: Flow) -> None:
+    """One flow of the cycle into its bucket's line, and into its grant's state (None: a grant out of scope)."""
+    change = f.d_granted - f.d_used
+    if f.kind in USAGE_KINDS:
+        line.used += f.d_used
+    elif f.kind == "forfeit":
+        line.forfeited -= change
+    elif f.carry_out:
+        line.closing -= change  # the remainder moved into the next cycle's grant
+    else:
+        line.granted += change
+    if state is not None:
+        state.granted += f.d_granted
+        state.used += f.d_used
+        state.held += f.d_held

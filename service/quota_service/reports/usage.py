@@ -2,7 +2,8 @@
 
 A usage row is one ledger row of a charge: a Consume, or the Commit of a reservation, one row per
 grant it was taken from (a wallet's row, bucket "$IDR", holds the overage in minor units). SQL is in
-usage_sql.py, CSV columns in usage_csv.py, range caps and trend buckets in usage_range.py.
+the named queries of storage/sql/queries/reports.sql, CSV columns in usage_csv.py, range caps and
+trend buckets in usage_range.py; the answers are the plain values of model.py.
 
 Range caps come from the plan catalogue of the account's subscription (``reports:``, kind csv for
 the rows and the export, kind trend for trends): the strictest cap of the reports that cover the
@@ -13,7 +14,7 @@ row is read.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Sequence
@@ -22,14 +23,23 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from quota.v1 import quota_pb2 as pb
 
 from quota_service.catalogue import CatalogueSet
 from quota_service.domain import validation as v
 from quota_service.domain.clock import Clock
-from quota_service.errors import InvalidArgument, NotFound, StorageError
+from quota_service.errors import InvalidArgument, NotFound
+from quota_service.periodic import cancel_and_wait
 from quota_service.reports import cursor
-from quota_service.reports import usage_sql as sql
+from quota_service.reports.model import (
+    CsvChunk,
+    Trend,
+    TrendPoint,
+    TrendQuery,
+    TrendSeries,
+    UsageFilter,
+    UsagePage,
+    UsageRow,
+)
 from quota_service.reports.usage_csv import CsvWriter, check_attribute_columns, iso_utc
 from quota_service.reports.usage_range import (
     GRANULARITIES,
@@ -42,7 +52,8 @@ from quota_service.reports.usage_range import (
     resolve_range,
     us_to_dt,
 )
-from quota_service.storage.postgres import _UNREACHABLE, PostgresLedger
+from quota_service.storage.postgres import PostgresLedger
+from quota_service.storage.queries import Q
 
 CHUNK_ROWS = 1000  # data rows per ExportChunk at most ...
 CHUNK_BYTES = 1 << 20  # ... and about this much CSV, well under the 4 MiB a gRPC message may carry
@@ -76,7 +87,7 @@ class _Filter:
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-def _filter(f: pb.UsageFilter) -> _Filter:
+def _filter(f: UsageFilter) -> _Filter:
     return _Filter(v.ident("filter.account_id", f.account_id), v.ident("filter.meter", f.meter, required=False),
                    v.attributes(f.attributes), v.time_ms("filter.from_ms", f.from_ms),
                    v.time_ms("filter.to_ms", f.to_ms))
@@ -84,6 +95,19 @@ def _filter(f: pb.UsageFilter) -> _Filter:
 
 def _attrs(raw: Any) -> dict[str, str]:
     return {str(k): str(val) for k, val in raw.items()} if isinstance(raw, dict) else {}
+
+
+def _usage_row(account_id: str, r: asyncpg.Record) -> UsageRow:
+    return UsageRow(entry_id=r["entry_id"], account_id=account_id, occurred_at_ms=dt_to_ms(r["occurred_at"]),
+                    meter=r["meter"] or "", bucket=r["bucket"] or "", grant_id=r["grant_id"] or "", kind=r["kind"],
+                    amount=r["d_used"], running_used=r["running_used"], attributes=_attrs(r["attrs"]),
+                    idempotency_key=r["idempotency_key"] or "")
+
+
+def _csv_values(row: UsageRow) -> tuple[object, ...]:
+    """The fixed columns of a row of the export (usage_csv.FIXED_COLUMNS), in order."""
+    return (row.entry_id, iso_utc(row.occurred_at_ms), row.account_id, row.meter, row.bucket, row.grant_id, row.kind,
+            row.amount, row.running_used, row.idempotency_key)
 
 
 class UsageReports:
@@ -97,7 +121,7 @@ class UsageReports:
     # -- shared ---------------------------------------------------------------------------------
 
     async def _account(self, account_id: str, field: str) -> _Account:
-        row = await self.ledger.run(lambda c: c.fetchrow(sql.ACCOUNT, account_id, timeout=QUERY_TIMEOUT_S))
+        row = await self.ledger.run(lambda c: c.fetchrow(Q["usage_account"], account_id, timeout=QUERY_TIMEOUT_S))
         if row is None:
             raise NotFound(field, f"unknown account {account_id!r}")
         return _Account(row["time_zone"] or "UTC", row["product"], tuple(row["meters"] or ()))
@@ -116,137 +140,137 @@ class UsageReports:
 
     @staticmethod
     def _args(f: _Filter, from_ms: int, to_ms: int) -> list[Any]:
-        # $1..$5 of USAGE_ROWS
+        # $1..$5 of usage_rows
         return [f.account_id, ms_to_dt(from_ms), ms_to_dt(to_ms), f.meter, f.attributes or None]
 
     # -- ListUsage ------------------------------------------------------------------------------
 
-    async def page(self, req: pb.ListUsageRequest) -> pb.UsagePage:
+    async def page(self, usage_filter: UsageFilter, page_size: int = 0, page_token: str = "") -> UsagePage:
         """One page of usage rows, newest first by (occurred_at, entry_id).
 
         The token holds the last row's position and the resolved range, so later pages continue
         strictly below that position within the same range: rows written meanwhile (always newer,
         or at least later in entry order) never shift, repeat or hide rows of later pages.
         """
-        f = _filter(req.filter)
-        size = cursor.page_size(req.page_size)
-        position = None
-        if req.page_token:
-            position = self.tokens.decode(TOKEN_KIND, req.page_token, _TOKEN_FIELDS)
-            if position["h"] != f.fingerprint():
-                raise InvalidArgument("page_token", "was issued for another filter: keep the filter while paging")
-        if position is not None:
-            from_ms, to_ms = position["f"], position["u"]
-            try:
-                if from_ms > to_ms:
-                    raise ValueError("range")
-                after_at, after_entry = us_to_dt(position["t"]), position["e"]
-            except (ValueError, OverflowError) as exc:
-                raise InvalidArgument("page_token", "is not a token this service issued") from exc
+        f = _filter(usage_filter)
+        size = cursor.page_size(page_size)
+        if page_token:
+            from_ms, to_ms, after_at, after_entry = self._position(f, page_token)
             await self._account(f.account_id, "filter.account_id")
         else:
             from_ms, to_ms = await self._range(f)
             after_at, after_entry = ms_to_dt(to_ms), 0
         args = [*self._args(f, from_ms, to_ms), after_at, after_entry, size + 1]
-        rows = await self.ledger.run(lambda c: c.fetch(sql.USAGE_ROWS, *args, timeout=QUERY_TIMEOUT_S))
-        out = pb.UsagePage(rows=[self._row(f.account_id, r) for r in rows[:size]])
+        rows = await self.ledger.run(lambda c: c.fetch(Q["usage_rows"], *args, timeout=QUERY_TIMEOUT_S))
+        token = ""
         if len(rows) > size:
             last = rows[size - 1]
-            out.next_page_token = self.tokens.encode(TOKEN_KIND, {
-                "t": dt_to_us(last["occurred_at"]), "e": last["entry_id"], "f": from_ms, "u": to_ms,
-                "h": f.fingerprint()})
-        return out
+            token = self.tokens.encode(TOKEN_KIND, {"t": dt_to_us(last["occurred_at"]), "e": last["entry_id"],
+                                                    "f": from_ms, "u": to_ms, "h": f.fingerprint()})
+        return UsagePage(tuple(_usage_row(f.account_id, r) for r in rows[:size]), token)
 
-    @staticmethod
-    def _row(account_id: str, r: asyncpg.Record) -> pb.UsageRow:
-        return pb.UsageRow(entry_id=r["entry_id"], account_id=account_id, occurred_at_ms=dt_to_ms(r["occurred_at"]),
-                           meter=r["meter"] or "", bucket=r["bucket"] or "", grant_id=r["grant_id"] or "",
-                           kind=r["kind"], amount=r["d_used"], running_used=r["running_used"],
-                           attributes=_attrs(r["attrs"]), idempotency_key=r["idempotency_key"] or "")
+    def _position(self, f: _Filter, token: str) -> tuple[int, int, Any, int]:
+        """(from_ms, to_ms, occurred_at, entry_id) of a page token: the range it was issued for and the
+        last row it showed."""
+        position = self.tokens.decode(TOKEN_KIND, token, _TOKEN_FIELDS)
+        if position["h"] != f.fingerprint():
+            raise InvalidArgument("page_token", "was issued for another filter: keep the filter while paging")
+        from_ms, to_ms = position["f"], position["u"]
+        try:
+            if from_ms > to_ms:
+                raise ValueError("range")
+            return from_ms, to_ms, us_to_dt(position["t"]), position["e"]
+        except (ValueError, OverflowError) as exc:
+            raise InvalidArgument("page_token", "is not a token this service issued") from exc
 
     # -- ExportUsage ----------------------------------------------------------------------------
 
-    async def export(self, req: pb.ExportUsageRequest) -> AsyncIterator[pb.ExportChunk]:
-        """The rows of ListUsage as CSV (columns: usage_csv.py), header first, in chunks.
+    async def export(self, usage_filter: UsageFilter, attribute_columns: Sequence[str] = (), *,
+                     raw: bool = False) -> AsyncIterator[CsvChunk]:
+        """The rows of ListUsage as CSV (columns: usage_csv.py), header first, in chunks; raw: values
+        exactly as stored, else text cells made safe for spreadsheets (usage_csv.py).
 
         Every check (input, account, range cap) happens before the first chunk. The rows come from
         one server-side cursor in one read-only REPEATABLE READ transaction: a consistent snapshot,
         never whole in memory.
         """
-        f = _filter(req.filter)
-        columns = check_attribute_columns(list(req.attribute_columns))
+        f = _filter(usage_filter)
+        columns = check_attribute_columns(list(attribute_columns))
         from_ms, to_ms = await self._range(f)
-        out = CsvWriter(columns)
+        out = CsvWriter(columns, raw=raw)
         out.header()
         sent = False
         args = [*self._args(f, from_ms, to_ms), ms_to_dt(to_ms), 0, None]
-        async for batch in self._cursor(sql.USAGE_ROWS, args):
+        async for batch in self._cursor(Q["usage_rows"], args):
             for r in batch:
-                out.row((r["entry_id"], iso_utc(dt_to_ms(r["occurred_at"])), f.account_id, r["meter"] or "",
-                         r["bucket"] or "", r["grant_id"] or "", r["kind"], r["d_used"], r["running_used"],
-                         r["idempotency_key"] or ""), _attrs(r["attrs"]))
+                row = _usage_row(f.account_id, r)
+                out.row(_csv_values(row), row.attributes)
                 if out.rows >= CHUNK_ROWS or out.size() >= CHUNK_BYTES:
                     data, n = out.take()
-                    yield pb.ExportChunk(csv=data, rows=n)
+                    yield CsvChunk(data, n)
                     sent = True
         data, n = out.take()
         if n or not sent:  # the header alone when there are no rows
-            yield pb.ExportChunk(csv=data, rows=n)
+            yield CsvChunk(data, n)
 
     async def _cursor(self, query: str, args: Sequence[Any]) -> AsyncIterator[list[asyncpg.Record]]:
         """Batches of a query's rows from one pooled connection held for the whole read.
 
-        A read that ends any other way than completely (an error, a caller that went away) closes
-        the connection rather than returning it mid-transaction, as PostgresLedger does.
+        The read runs in a task on the ledger's connection (PostgresLedger.run: a connection whose
+        read ends any other way than completely, an error or a caller that went away, is closed
+        rather than returned mid-transaction; an unreachable server is a StorageError). It stays at
+        most one batch ahead of the caller.
         """
-        pool = self.ledger.pool
-        try:
-            conn = await pool.acquire(timeout=self.ledger.timeout_s)
-        except _UNREACHABLE as exc:
-            raise StorageError(f"postgres: {exc!r}") from exc
-        done = False
-        try:
+        batches: asyncio.Queue[list[asyncpg.Record] | BaseException | None] = asyncio.Queue(1)
+
+        async def read(conn: asyncpg.Connection) -> None:
+            # started and committed by hand: on any failure the connection is closed, never rolled back
             tx = conn.transaction(isolation="repeatable_read", readonly=True)
             await tx.start()
             cur = await conn.cursor(query, *args, timeout=QUERY_TIMEOUT_S)
             while batch := await cur.fetch(FETCH_ROWS, timeout=QUERY_TIMEOUT_S):
-                yield batch
+                await batches.put(batch)
             await tx.commit()
-            done = True
-        except _UNREACHABLE as exc:
-            raise StorageError(f"postgres: {exc!r}") from exc
-        finally:
-            if done:
-                await pool.release(conn, timeout=self.ledger.timeout_s)
+
+        async def produce() -> None:
+            try:
+                await self.ledger.run(read)
+            except Exception as exc:
+                await batches.put(exc)
             else:
-                # a connection that was lost is already detached from the pool (and releasing it is a no-op)
-                with contextlib.suppress(asyncpg.InterfaceError):
-                    conn.terminate()
-                await pool.release(conn)
+                await batches.put(None)
+
+        reader = asyncio.create_task(produce(), name="usage-export")
+        try:
+            while (item := await batches.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            await cancel_and_wait(reader)
 
     # -- GetTrend -------------------------------------------------------------------------------
 
-    async def trend(self, req: pb.GetTrendRequest) -> pb.Trend:
+    async def trend(self, q: TrendQuery) -> Trend:
         """Units and charges per bucket (local day or hour), per meter and group_by value; zeros included."""
-        account_id = v.ident("account_id", req.account_id)
-        meter = v.ident("meter", req.meter, required=False)
-        group_by = v.ident("group_by", req.group_by, required=False, max_len=64)
-        granularity = req.granularity or "day"
+        account_id = v.ident("account_id", q.account_id)
+        meter = v.ident("meter", q.meter, required=False)
+        group_by = v.ident("group_by", q.group_by, required=False, max_len=64)
+        granularity = q.granularity or "day"
         if granularity not in GRANULARITIES:
-            raise InvalidArgument("granularity", f"{req.granularity[:32]!r} is not one of {', '.join(GRANULARITIES)}")
-        v.time_ms("from_ms", req.from_ms)
-        v.time_ms("to_ms", req.to_ms)
+            raise InvalidArgument("granularity", f"{q.granularity[:32]!r} is not one of {', '.join(GRANULARITIES)}")
+        v.time_ms("from_ms", q.from_ms)
+        v.time_ms("to_ms", q.to_ms)
         account = await self._account(account_id, "account_id")
         cap = self._cap(account, "trend", meter)
         if cap.days > MAX_TREND_DAYS:  # the API's own limit (quota.proto), whatever a catalogue allows
             cap = Cap(MAX_TREND_DAYS, "the trend's limit")
-        from_ms, to_ms = resolve_range(req.from_ms, req.to_ms, self.clock.now_ms(), cap, report="trend",
+        from_ms, to_ms = resolve_range(q.from_ms, q.to_ms, self.clock.now_ms(), cap, report="trend",
                                        from_field="from_ms", to_field="to_ms")
-        zone = ZoneInfo(account.time_zone)
-        points = buckets(from_ms, to_ms, zone, granularity)
+        points = buckets(from_ms, to_ms, ZoneInfo(account.time_zone), granularity)
         args = [account_id, ms_to_dt(points[0][0]), ms_to_dt(to_ms), meter, group_by,
                 [ms_to_dt(start) for start, _ in points]]
-        rows = await self.ledger.run(lambda c: c.fetch(sql.TREND, *args, timeout=QUERY_TIMEOUT_S))
+        rows = await self.ledger.run(lambda c: c.fetch(Q["usage_trend"], *args, timeout=QUERY_TIMEOUT_S))
 
         cells: dict[tuple[str, str], dict[int, tuple[int, int]]] = {}
         for r in rows:
@@ -258,13 +282,10 @@ class UsageReports:
         if len(cells) * len(points) > MAX_TREND_POINTS:
             raise InvalidArgument("group_by", f"{len(cells)} series x {len(points)} buckets is more than "
                                               f"{MAX_TREND_POINTS} points: narrow the range, pick a meter or use days")
-        out = pb.Trend(time_zone=account.time_zone)
-        for (m, group), values in sorted(cells.items()):
-            series = out.series.add(meter=m, group=group)
-            for i, (start, label) in enumerate(points):
-                amount, events = values.get(i, (0, 0))
-                series.points.add(start_ms=start, label=label, amount=amount, events=events)
-        return out
+        return Trend(account.time_zone, tuple(
+            TrendSeries(m, group, tuple(TrendPoint(start, label, *values.get(i, (0, 0)))
+                                        for i, (start, label) in enumerate(points)))
+            for (m, group), values in sorted(cells.items())))
 
     def _trend_meters(self, account: _Account) -> list[str]:
         """The account's meters (grants and policies), without capacity meters (held, never charged)."""

@@ -15,8 +15,17 @@ Columns, in order:
     <attribute>...   one column per requested attribute_columns (room_id, channel ...), "" when absent
     attributes       every attribute of the charge as a JSON object (keys sorted, UTF-8)
 
-Values are written as they are (no spreadsheet formula escaping), so every value round-trips
-through any RFC 4180 reader, csv.reader included.
+The export is meant for spreadsheets, and attributes (and idempotency keys, ids) come from end
+users' chats and callers: a cell such as `=HYPERLINK(...)` would run as a formula when the file is
+opened. So, by default, a text cell that begins with `=`, `+`, `-`, `@`, a tab or a carriage return
+gets a single quote in front (OWASP, CSV injection): a spreadsheet shows it as the text it was.
+Only text is changed: the numeric columns (entry_id, amount, running_used) are written as numbers,
+a negative amount (a refund) included, since a number is never a formula. A text value that looks
+like a negative number (an attribute "-5") is text, and is quoted like any other. The attributes
+column always begins with "{" and is never changed.
+
+With `raw` (ExportUsageRequest.raw) every value is written exactly as stored, for programs that
+parse the file; either way the text is RFC 4180 and round-trips through csv.reader.
 """
 
 from __future__ import annotations
@@ -29,6 +38,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from quota_service.domain.validation import MAX_ATTRS, ident
 from quota_service.errors import InvalidArgument
 from quota_service.reports.usage_range import ms_to_dt
+
+# OWASP's list of the first characters that make a spreadsheet read a cell as a formula
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 FIXED_COLUMNS = ("entry_id", "occurred_at", "account_id", "meter", "bucket", "grant_id", "kind", "amount",
                  "running_used", "idempotency_key")
@@ -56,6 +68,14 @@ def check_attribute_columns(columns: Sequence[str]) -> tuple[str, ...]:
     return tuple(columns)
 
 
+def neutralise(value: object) -> object:
+    """The value as a spreadsheet should show it: a text cell that would start a formula gets a
+    leading single quote; numbers and other text are unchanged (see the module's docstring)."""
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
 def iso_utc(ms: int) -> str:
     """2026-01-31T17:05:09.123Z"""
     return ms_to_dt(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -64,8 +84,10 @@ def iso_utc(ms: int) -> str:
 class CsvWriter:
     """Rows to CSV text, collected until taken."""
 
-    def __init__(self, attribute_columns: Sequence[str]) -> None:
+    def __init__(self, attribute_columns: Sequence[str], *, raw: bool = False) -> None:
+        """raw: write every value as stored; otherwise text cells are neutralised for spreadsheets."""
         self._columns = tuple(attribute_columns)
+        self._raw = raw
         self._buf = io.StringIO()
         self._out = csv.writer(self._buf, lineterminator="\r\n")
         self.rows = 0
@@ -74,8 +96,12 @@ class CsvWriter:
         self._out.writerow(header(self._columns))
 
     def row(self, values: Iterable[object], attributes: Mapping[str, str]) -> None:
-        self._out.writerow([*values, *(attributes.get(c, "") for c in self._columns),
-                            json.dumps(dict(attributes), ensure_ascii=False, sort_keys=True, separators=(",", ":"))])
+        """One data row: the fixed columns' values (ints for the numeric ones), then the attributes."""
+        cells = [*values, *(attributes.get(c, "") for c in self._columns)]
+        if not self._raw:
+            cells = [neutralise(v) for v in cells]
+        self._out.writerow([*cells, json.dumps(dict(attributes), ensure_ascii=False, sort_keys=True,
+                                               separators=(",", ":"))])
         self.rows += 1
 
     def size(self) -> int:

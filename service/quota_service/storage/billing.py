@@ -50,5 +50,41 @@ async def apply(conn: asyncpg.Connection, account_id: str, operations: Iterable[
                 await conn.execute(Q["floor_follows_debt"], op.grant_id, account_id)
             case ops.BumpEpoch():
                 await conn.execute(Q["bump_epoch"], account_id)
+            case (ops.SetPolicies() | ops.NewSubscription() | ops.NextCycle() | ops.RecordCycle() | ops.CutCycle()
+                  | ops.ExpireCycleGrants() | ops.MoveCycleEnd() | ops.SetWithheld() | ops.SetPacks() | ops.SetPending()):
+                await apply_subscription_op(conn, account_id, op)
+            case ops.OpenDebtFloor():
+                await conn.execute(Q["open_debt_floor"], op.grant_id, account_id, op.debt)
         done.append(True)
     return done
+
+
+async def apply_subscription_op(conn: asyncpg.Connection, account_id: str, op: ops.SubscriptionOp) -> None:
+    """An operation on the account's subscription or its policies."""
+    match op:
+        case ops.SetPolicies():
+            await conn.execute(Q["set_policies"], account_id, dict(op.policies))
+        case ops.NewSubscription():
+            await conn.execute(Q["insert_subscription"], account_id, op.product, op.plan, op.interval,
+                               op.catalogue_version, op.catalogue_hash, dict(op.packs), op.anchor_at_ms,
+                               op.cycle_start_ms, op.cycle_end_ms, op.created_ms)
+        case ops.NextCycle():
+            await conn.execute(Q["next_cycle"], account_id, op.cycle_no, op.start_ms, op.end_ms, list(op.withheld),
+                               op.catalogue_version, op.catalogue_hash, op.plan, op.interval, dict(op.packs),
+                               op.anchor_at_ms, op.anchor_cycle_no)
+        case ops.RecordCycle():
+            await conn.execute(Q["record_cycle"], account_id, op.cycle_no, op.product, op.plan, op.interval,
+                               dict(op.packs), op.start_ms, op.end_ms, op.catalogue_version)
+        case ops.CutCycle():
+            await conn.execute(Q["cut_cycle"], account_id, op.cycle_no, op.at_ms)
+        case ops.ExpireCycleGrants():
+            await conn.execute(Q["expire_cycle_grants"], account_id, op.cycle_no, op.at_ms)
+        case ops.MoveCycleEnd():
+            await conn.execute(Q["extend_cycle_grants"], account_id, op.cycle_no, op.from_ms, op.to_ms)
+            await conn.execute(Q["extend_cycle"], account_id, op.to_ms, op.cycle_no + 1)
+        case ops.SetWithheld():
+            await conn.execute(Q["set_withheld"], account_id, list(op.withheld))
+        case ops.SetPacks():
+            await conn.execute(Q["set_packs"], account_id, dict(op.packs))
+        case ops.SetPending():
+            await conn.execute(Q["set_pending"], account_id, None if op.pending is None else dict(op.pending))

@@ -1,7 +1,7 @@
 """Postgres adapter: migrations, the batch apply, account snapshots and administration.
 
 Postgres is the source of truth. Mutations decided in Redis are applied here by quota_apply()
-(sql/migrations/001_init.sql), which re-checks every floor, the account's epoch and idempotency.
+(sql/functions/quota_apply.sql), which re-checks every floor, the account's epoch and idempotency.
 """
 
 from __future__ import annotations
@@ -43,33 +43,68 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(out)
 
 
+def functions() -> list[tuple[str, str]]:
+    """(name, sql) of every PL/pgSQL function of ``sql/functions/`` (one ``<name>.sql`` each, a
+    ``CREATE OR REPLACE FUNCTION <name>``), by name. The migrations that first made a function keep
+    their text (history); this folder holds the definition in force, applied after them."""
+    folder = resources.files("quota_service.storage") / "sql" / "functions"
+    out = []
+    for f in folder.iterdir():
+        m = re.fullmatch(r"(\w+)\.sql", f.name)
+        if m:
+            out.append((m.group(1), f.read_text()))
+    return sorted(out)
+
+
 async def migrate(conn: asyncpg.Connection) -> list[int]:
-    """Apply the migrations not yet applied; safe when several replicas start at once."""
+    """Apply the migrations not yet applied, then the current definition of every function; safe
+    when several replicas start at once (one at a time, under an advisory lock).
+
+    A replica whose migration chain is behind the database's (an old one during a rolling upgrade)
+    leaves the functions as they are: its definitions may be older than the ones in force."""
     applied: list[int] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    await conn.execute(Q["migration_lock"], MIGRATION_LOCK)
     try:
-        await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                           "(version integer PRIMARY KEY, name text NOT NULL, "
-                           "applied_at timestamptz NOT NULL DEFAULT now())")
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        for version, name, sql in migrations():
+        await conn.execute(Q["create_schema_migrations"])
+        done = {r["version"] for r in await conn.fetch(Q["applied_migrations"])}
+        chain = migrations()
+        for version, name, sql in chain:
             if version in done:
                 continue
             async with conn.transaction():
                 await conn.execute(sql)
-                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                                   version, name)
+                await conn.execute(Q["record_migration"], version, name)
             applied.append(version)
+        if max(done, default=0) <= max((v for v, _, _ in chain), default=0):
+            await apply_functions(conn)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        await conn.execute(Q["migration_unlock"], MIGRATION_LOCK)
     return applied
+
+
+async def apply_functions(conn: asyncpg.Connection) -> None:
+    """(Re)define every function of ``sql/functions/`` in one transaction: a repeatable step, run at
+    every start, that a database already up to date passes through unchanged.
+
+    CREATE OR REPLACE refuses another result type but takes other argument types for a new function
+    beside the old one, which callers would then reach or miss by their argument types: such an
+    overload is refused here (the transaction rolls back), so a signature changes only through a
+    migration that drops the old function."""
+    defined = functions()
+    async with conn.transaction():
+        for _, sql in defined:
+            await conn.execute(sql)
+        twice = await conn.fetch(Q["function_overloads"], [name for name, _ in defined])
+        if twice:
+            raise RuntimeError("sql/functions/ would leave functions defined twice (drop the old signature in a "
+                               "migration): " + "; ".join(r["signatures"] for r in twice))
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:
     # The default reset runs a query on every release; this service keeps no session state, so only
     # an interrupted transaction needs undoing.
     if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
+        await conn.execute(Q["rollback"])
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -231,10 +266,8 @@ class PostgresLedger:
                         return "", False
                     return prev["response"], True
                 answer = await body(conn)
-                # fence decisions made before this change: Redis must be rebuilt to see it
-                await conn.execute("UPDATE accounts SET epoch = epoch + 1 WHERE account_id = $1", account_id)
-                await conn.execute("UPDATE operations SET response = $3 WHERE account_id = $1 "
-                                   "AND idempotency_key = $2", account_id, key, answer)
+                await conn.execute(Q["fence_account"], account_id)
+                await conn.execute(Q["store_operation_answer"], account_id, key, answer)
                 return answer, False
 
         answer, replayed = await self.run(run)
@@ -265,16 +298,14 @@ class PostgresLedger:
     async def ensure_partitions(self, now_ms: int) -> int:
         """Create the ledger's monthly partitions from last month to three months ahead (N8); how many
         were new. Idempotent, safe with several replicas (a concurrent creation is retried next time)."""
-        sql = ("SELECT ledger_ensure_partitions(to_timestamp($1 / 1000.0) - interval '1 month', "
-               "to_timestamp($1 / 1000.0) + interval '3 months')")
         try:
-            return int(await self.run(lambda c: c.fetchval(sql, now_ms)))
+            return int(await self.run(lambda c: c.fetchval(Q["ensure_ledger_partitions"], now_ms)))
         except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
             return 0
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.run(lambda c: c.fetchval("SELECT 1")))
+            return bool(await self.run(lambda c: c.fetchval(Q["ping"])))
         except StorageError:
             return False
 

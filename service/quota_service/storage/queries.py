@@ -28,3 +28,17 @@ def load_queries() -> dict[str, str]:
 
 
 Q = load_queries()
+
+
+def quote_ident(name: str) -> str:
+    """`name` as a Postgres identifier: double-quoted, inner double quotes doubled, so no name can
+    end the identifier and become SQL."""
+    if "\0" in name:
+        raise ValueError("an identifier cannot hold a NUL character")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def template(name: str, **identifiers: str) -> str:
+    """The named query `name` with its ``{placeholder}``s filled by quoted identifiers (DDL that names
+    a table or a database, which no bind parameter can). A template holds no other braces."""
+    return Q[name].format(**{k: quote_ident(v) for k, v in identifiers.items()})

@@ -1,7 +1,8 @@
 """Redis adapter: the hot path's atomic steps, one Lua script each (lua/*.lua).
 
 Scripts run with EVALSHA; after a Redis restart the driver reloads them on NOSCRIPT. Driver errors
-are wrapped as StorageError, which callers see as UNAVAILABLE.
+are wrapped as StorageError, which callers see as UNAVAILABLE. Answers are decoded here, once, into
+the typed forms of storage/wire.py.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -21,16 +23,41 @@ from redis.backoff import NoBackoff
 from quota_service import telemetry
 from quota_service.errors import StorageError
 from quota_service.storage.keys import Keys
+from quota_service.storage.wire import (
+    Answer,
+    BalanceAnswer,
+    SnapshotJSON,
+    answer_from_text,
+    answers_from_text,
+    balance_from_text,
+)
 
 T = TypeVar("T")
 SCRIPTS = ("reserve", "reserve_many", "resolve", "load", "balance", "confirm", "invalidate")
+# the shared parts every script is prefixed with, in this order (each may use the ones before it)
+PRELUDE = ("_prelude", "_reserve")
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveItem:
+    """One reservation as reserve.lua / reserve_many.lua take it (units, ms since the epoch)."""
+
+    meter: str
+    amount: int
+    idem_key: str  # "" for a dry run
+    request_hash: str  # the request fingerprint bound to the key
+    hold_id: str
+    hold_expires_ms: int
+    dedup_key: str = ""  # "" = no caller-given dedup
+    dedup_window_ms: int = 0
+    feature: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 def script_source(name: str) -> str:
-    """The script's text with the shared prelude in front (what Redis runs)."""
+    """The script's text with the shared prelude parts in front (what Redis runs)."""
     lua = resources.files("quota_service.storage") / "lua"
-    prelude = (lua / "_prelude.lua").read_text()
-    return prelude + "\n" + (lua / f"{name}.lua").read_text()
+    return "\n".join((lua / f"{part}.lua").read_text() for part in (*PRELUDE, name))
 
 
 def connect(url: str, *, timeout_s: float, cluster: bool = False, max_connections: int = 256) -> Any:
@@ -76,61 +103,59 @@ class RedisStore:
         with telemetry.client_span("redis", name):
             return await self.run(lambda: script(keys=keys, args=args))
 
-    async def reserve(self, account_id: str, *, now_ms: int, mode: str, meter: str, amount: int,
-                      idem_key: str, request_hash: str, hold_id: str, hold_expires_ms: int,
-                      pending_deadline_ms: int, idem_ttl_ms: int, dedup_key: str,
-                      dedup_window_ms: int, feature: str = "", attributes: dict[str, str] | None = None
-                      ) -> dict[str, Any]:
-        keys = self.keys.account(account_id)
-        keys.append(self.keys.idempotency(account_id, idem_key or "-"))
-        keys.append(self.keys.dedup(account_id, meter, dedup_key or "-"))
-        raw = await self._run("reserve", keys, [now_ms, mode, meter, amount, request_hash, hold_id,
-                                                hold_expires_ms, pending_deadline_ms, idem_ttl_ms,
-                                                dedup_window_ms if dedup_key else 0, feature,
-                                                json.dumps(attributes or {})])
-        return json.loads(raw)  # type: ignore[no-any-return]
+    def _item_call(self, account_id: str, item: ReserveItem, keys: list[str], args: list[Any]) -> None:
+        keys.append(self.keys.idempotency(account_id, item.idem_key or "-"))
+        keys.append(self.keys.dedup(account_id, item.meter, item.dedup_key or "-"))
+        args.extend([item.meter, item.amount, item.request_hash, item.hold_id, item.hold_expires_ms,
+                     item.dedup_window_ms if item.dedup_key else 0, item.feature, json.dumps(item.attributes)])
 
-    async def reserve_many(self, groups: dict[str, list[dict[str, Any]]], *, now_ms: int, mode: str,
-                           pending_deadline_ms: int, idem_ttl_ms: int) -> dict[str, Any]:
+    async def reserve(self, account_id: str, item: ReserveItem, *, now_ms: int, mode: str,
+                      pending_deadline_ms: int, idem_ttl_ms: int) -> Answer:
+        """Decide one reservation (reserve.lua)."""
+        keys = self.keys.account(account_id)
+        args: list[Any] = []
+        self._item_call(account_id, item, keys, args)
+        meter, amount, request_hash, hold_id, hold_exp, dedup_ms, feature, attrs = args
+        raw = await self._run("reserve", keys, [now_ms, mode, meter, amount, request_hash, hold_id, hold_exp,
+                                                pending_deadline_ms, idem_ttl_ms, dedup_ms, feature, attrs])
+        return answer_from_text(raw)
+
+    async def reserve_many(self, groups: dict[str, list[ReserveItem]], *, now_ms: int, mode: str,
+                           pending_deadline_ms: int, idem_ttl_ms: int) -> dict[str, list[Answer] | Answer]:
         """Decide reservations of several accounts: one reserve_many.lua call per account, all of
         them in one pipeline (one round trip; per node in a cluster). Each call is atomic for its account.
 
-        groups: account -> items {meter, amount, idem_key, request_hash, hold_id, hold_expires_ms,
-        dedup_key, dedup_window_ms}. Returns account -> one answer per item, or {e: ...} for the account.
+        Returns account -> one answer per item, or one error answer for the whole account.
         """
         accounts = list(groups)
         calls = []
         for account_id in accounts:
             keys = self.keys.account(account_id)
             args: list[Any] = [now_ms, mode, pending_deadline_ms, idem_ttl_ms]
-            for it in groups[account_id]:
-                keys.append(self.keys.idempotency(account_id, it["idem_key"] or "-"))
-                keys.append(self.keys.dedup(account_id, it["meter"], it["dedup_key"] or "-"))
-                args.extend([it["meter"], it["amount"], it["request_hash"], it["hold_id"],
-                             it["hold_expires_ms"], it["dedup_window_ms"] if it["dedup_key"] else 0,
-                             it.get("feature", ""), json.dumps(it.get("attributes") or {})])
+            for item in groups[account_id]:
+                self._item_call(account_id, item, keys, args)
             calls.append((keys, args))
         with telemetry.client_span("redis", "reserve_many"):
             raws = await self._many("reserve_many", calls)
-        return {a: json.loads(r) for a, r in zip(accounts, raws, strict=True)}
+        return {a: answers_from_text(r) for a, r in zip(accounts, raws, strict=True)}
 
     async def resolve(self, account_id: str, *, now_ms: int, op: str, hold_id: str, actual: int,
                       idem_key: str, request_hash: str, pending_deadline_ms: int,
-                      idem_ttl_ms: int) -> dict[str, Any]:
+                      idem_ttl_ms: int) -> Answer:
         keys = self.keys.account(account_id)
         keys.append(self.keys.idempotency(account_id, idem_key))
         raw = await self._run("resolve", keys, [now_ms, op, hold_id, actual, request_hash,
                                                 pending_deadline_ms, idem_ttl_ms])
-        return json.loads(raw)  # type: ignore[no-any-return]
+        return answer_from_text(raw)
 
-    async def load(self, account_id: str, epoch: int, snapshot: dict[str, Any]) -> bool:
+    async def load(self, account_id: str, epoch: int, snapshot: SnapshotJSON) -> bool:
         """Install a snapshot unless Redis already holds this epoch or a newer one."""
         res = await self._run("load", self.keys.account(account_id), [epoch, json.dumps(snapshot)])
         return res == "LOADED"  # type: ignore[no-any-return]
 
-    async def balance(self, account_id: str, now_ms: int) -> dict[str, Any]:
+    async def balance(self, account_id: str, now_ms: int) -> BalanceAnswer:
         raw = await self._run("balance", self.keys.account(account_id), [now_ms])
-        return json.loads(raw)  # type: ignore[no-any-return]
+        return balance_from_text(raw)
 
     async def confirm(self, groups: dict[tuple[str, int], list[str]]) -> None:
         """Mark mutations durable (Postgres committed them), so they no longer force a rebuild.

@@ -40,7 +40,7 @@ class NewGrant:
     starts_ms: int
     expires_ms: int
     granted: int
-    item: str
+    item: str | None  # the catalogue entry it is for; None: an ad-hoc top-up
     cycle_no: int | None
     used: int = 0
     overdraft: int = 0
@@ -92,4 +92,122 @@ class BumpEpoch:
     """Fence the account's Redis state: decisions made against the old state are decided again."""
 
 
-Op = Entry | NewGrant | MoveGranted | MoveUsed | EndGrant | SetDebtOverdraft | FloorFollowsDebt | BumpEpoch
+# Operations on the subscription and the account (cycle ends, plan changes, subscribing).
+
+
+@dataclass(frozen=True)
+class SetPolicies:
+    """The account's meter policies as the hot path enforces them, replaced as a whole."""
+
+    policies: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class NewSubscription:
+    """The account's subscription, starting with cycle 0 (nothing written if it already has one)."""
+
+    product: str
+    plan: str
+    interval: str
+    catalogue_version: int
+    catalogue_hash: str
+    packs: Mapping[str, int]
+    anchor_at_ms: int
+    cycle_start_ms: int
+    cycle_end_ms: int
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class NextCycle:
+    """The subscription moves to a new cycle, billed by the plan named here; a pending change is done."""
+
+    cycle_no: int
+    start_ms: int
+    end_ms: int
+    withheld: tuple[str, ...]
+    catalogue_version: int
+    catalogue_hash: str
+    plan: str
+    interval: str
+    packs: Mapping[str, int]
+    anchor_at_ms: int
+    anchor_cycle_no: int
+
+
+@dataclass(frozen=True)
+class RecordCycle:
+    """The history row of a cycle (its end is updated when the row exists)."""
+
+    cycle_no: int
+    product: str
+    plan: str
+    interval: str
+    packs: Mapping[str, int]
+    start_ms: int
+    end_ms: int
+    catalogue_version: int
+
+
+@dataclass(frozen=True)
+class CutCycle:
+    """The history row of cycle ``cycle_no`` ends at ``at_ms`` (a change applied now, an extension)."""
+
+    cycle_no: int
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class ExpireCycleGrants:
+    """Every grant of cycle ``cycle_no`` that runs past ``at_ms`` stops counting there."""
+
+    cycle_no: int
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class MoveCycleEnd:
+    """The current cycle ends at ``to_ms`` instead of ``from_ms``: its grants that expired with it
+    move too, and the next cycles count from the new end (cycle ``cycle_no`` + 1 is the anchor)."""
+
+    cycle_no: int
+    from_ms: int
+    to_ms: int
+
+
+@dataclass(frozen=True)
+class SetWithheld:
+    """The plan grant ids whose reset is withheld while an item they depend on is negative (QA3c)."""
+
+    withheld: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetPacks:
+    """The packs of the subscription (pack name -> quantity)."""
+
+    packs: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class SetPending:
+    """A change waiting for the cycle end (plan, interval, packs, requested_at_ms); None cancels it."""
+
+    pending: Mapping[str, Any] | None
+
+
+SubscriptionOp = (SetPolicies | NewSubscription | NextCycle | RecordCycle | CutCycle | ExpireCycleGrants | MoveCycleEnd
+                  | SetWithheld | SetPacks | SetPending)
+
+
+@dataclass(frozen=True)
+class OpenDebtFloor:
+    """An adjustment took the grant below its floor: the floor opens to the debt (``debt`` units), and
+    the part opened only for the debt is recorded (``debt_overdraft``) so it closes again as it is paid."""
+
+    grant_id: str
+    debt: int
+
+
+Op = (Entry | NewGrant | MoveGranted | MoveUsed | EndGrant | SetDebtOverdraft | FloorFollowsDebt | BumpEpoch
+      | SubscriptionOp | OpenDebtFloor)

@@ -4,17 +4,16 @@
 --
 -- KEYS[1..5] account state (see _prelude.lua)
 -- ARGV[1] now_ms
--- Returns JSON {e = error} or {st status, ep epoch, g {id: grant}, k [bucket]}.
+-- Returns JSON {err = code} or {st status, ep epoch, g {id: grant}, k [bucket]}.
 local now = tonumber(ARGV[1])
-if not_loaded() then return enc({e = 'NOT_LOADED'}) end
-if pending_overdue(now) then return enc({e = 'RELOAD'}) end
+if not_loaded() then return err_answer('NOT_LOADED') end
+if pending_overdue(now) then return err_answer('RELOAD') end
 local grants = expire_due(now, nil) or load_grants()
 for _, g in pairs(grants) do g.id = nil end
 local known = {}
 for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-  local prefix = string.sub(field, 1, 2)
-  if prefix == 'k:' then known[string.sub(field, 3)] = true
-  elseif string.sub(field, 1, 4) == 'pol:' then known[string.sub(field, 5)] = true end
+  local bucket = bucket_of_field(field)
+  if bucket then known[bucket] = true end
 end
 local buckets = {}
 for b in pairs(known) do buckets[#buckets + 1] = b end

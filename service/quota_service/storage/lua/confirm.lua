@@ -10,11 +10,11 @@ for i = 2, #KEYS do
   if not raw then
     redis.call('ZREM', KEYS[1], KEYS[i])
   else
-    local rec = cjson.decode(raw)
+    local rec = idem_record(raw)
     -- the key may since have been decided again under a newer epoch: that mutation stays pending
-    if rec.st == 'p' and cjson.decode(rec.r).ep == epoch then
-      rec.st = 'c'
-      redis.call('SET', KEYS[i], cjson.encode(rec), 'KEEPTTL')
+    if rec.state == 'p' and dec(rec.r).ep == epoch then
+      rec.state = 'c'
+      redis.call('SET', KEYS[i], enc(rec), 'KEEPTTL')
       redis.call('ZREM', KEYS[1], KEYS[i])
       n = n + 1
     end

@@ -1,5 +1,5 @@
 -- Reserve, Consume or Check units of one meter (H1, H3, H6). The decision is reserve_item in
--- _prelude.lua, shared with reserve_many.lua.
+-- _reserve.lua, shared with reserve_many.lua.
 --
 -- KEYS[1..5] account state (see _prelude.lua); KEYS[6] idempotency record; KEYS[7] dedup mark
 -- ARGV[1]  now_ms           service clock, ms since the epoch
@@ -14,11 +14,11 @@
 -- ARGV[10] dedup_window_ms  0 = no dedup; else the window that starts at this charge
 -- ARGV[11] feature          '' or what the units are for; the meter's policy may restrict or price it
 -- ARGV[12] attributes       JSON object of the request's attributes (a unique meter builds its key from them)
--- Returns a JSON answer: {e = error}, {rp = stored answer} (a replay), or a decision {st 'G'|'D', ...}.
+-- Returns a JSON answer: {err = code, ...}, {rp = stored answer} (a replay), or a decision {st 'G'|'D', ...}.
 local now = tonumber(ARGV[1])
 if ARGV[2] ~= 'check' then
   -- a replay is answered before anything else, even on an account that must be rebuilt
-  if not_loaded() then return enc({e = 'NOT_LOADED'}) end
+  if not_loaded() then return err_answer('NOT_LOADED') end
   local replay = idem_lookup(KEYS[6], ARGV[5], now)
   if replay then return replay end
 end
