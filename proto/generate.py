@@ -1,4 +1,4 @@
-"""Regenerate the Python protobuf and gRPC code from proto/ into clients/quota/.
+"""Regenerate the Python protobuf, gRPC and Connect code from proto/ into clients/quota/.
 
 Usage: python proto/generate.py [--check]
 
@@ -17,7 +17,18 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 OUT_DIR = ROOT / "clients"
-GENERATED = ("quota_pb2.py", "quota_pb2.pyi", "quota_pb2_grpc.py")
+GENERATED = ("quota_pb2.py", "quota_pb2.pyi", "quota_pb2_grpc.py", "quota_connect.py")
+
+
+def connect_plugin() -> str:
+    """protoc-gen-connect-python (the Connect protocol's Python code), installed beside this Python."""
+    import shutil
+
+    beside = Path(sys.executable).parent / "protoc-gen-connect-python"
+    found = str(beside) if beside.exists() else shutil.which("protoc-gen-connect-python")
+    if found is None:
+        raise SystemExit("protoc-gen-connect-python is not installed: pip install -e '.[dev]'")
+    return found
 
 
 def generate(out: Path) -> None:
@@ -33,6 +44,8 @@ def generate(out: Path) -> None:
             f"--python_out={out}",
             f"--pyi_out={out}",
             f"--grpc_python_out={out}",
+            f"--plugin=protoc-gen-connect-python={connect_plugin()}",
+            f"--connect-python_out={out}",
             *protos,
         ]
     )

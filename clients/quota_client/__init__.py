@@ -8,6 +8,7 @@ from quota_client.results import (
     Alert,
     Balance,
     Decision,
+    Event,
     Grant,
     GrantPart,
     ItemResult,
@@ -27,10 +28,14 @@ from quota_client.results import (
     UsageRow,
     VerifyDifference,
     VerifyReport,
+    WebhookEndpoint,
+    WebhookEndpointPage,
+    WebhookSecret,
 )
 
-__all__ = ["Account", "AccountOverview", "AccountPage", "Alert", "AsyncQuotaClient", "Balance", "Decision", "Grant",
+__all__ = ["Account", "AccountOverview", "AccountPage", "Alert", "AsyncQuotaClient", "Balance", "Decision", "Event", "Grant",
            "GrantPart", "ItemResult", "MeterBalance", "MeterPolicy", "PlanChange", "QuotaClient", "QuotaClientError",
            "ReserveItem", "Statement",
            "StatementLine", "Subscription", "Transaction", "TransactionPage", "Trend", "TrendPoint", "TrendSeries",
-           "UsagePage", "UsageRow", "VerifyDifference", "VerifyReport", "new_key"]
+           "UsagePage", "UsageRow", "VerifyDifference", "VerifyReport", "WebhookEndpoint", "WebhookEndpointPage",
+           "WebhookSecret", "new_key"]

@@ -19,11 +19,12 @@ import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 from quota.v1 import quota_pb2 as pb
 from quota.v1 import quota_pb2_grpc as pb_grpc
@@ -43,18 +44,50 @@ from quota_client.results import (
     Trend,
     UsagePage,
     VerifyReport,
+    WebhookEndpoint,
+    WebhookEndpointPage,
+    WebhookSecret,
 )
 
 T = TypeVar("T")
 
 
 class QuotaClientError(Exception):
-    """An RPC failed: .code is the gRPC status code, .details the server's message."""
+    """An RPC failed: .code is the gRPC status code, .details the server's message.
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    .reason is the error's ErrorInfo reason (INVALID_FIELD, UNAUTHENTICATED, BACKEND_UNAVAILABLE,
+    IDEMPOTENCY_MISMATCH...; "" when the server sent none), .field_violations the (field, description)
+    pairs of its BadRequest details: the bad fields, without parsing the message.
+    """
+
+    def __init__(self, code: grpc.StatusCode, details: str, *, reason: str = "",
+                 field_violations: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
+        self.reason = reason
+        self.field_violations = field_violations
+
+
+_STATUS_DETAILS = "grpc-status-details-bin"
+
+
+def _client_error(code: grpc.StatusCode, exc: aio.AioRpcError) -> QuotaClientError:
+    """The client's error for a failed call, with the google.rpc.Status details of its trailer."""
+    reason, violations = "", []
+    for key, value in exc.trailing_metadata() or ():
+        if key != _STATUS_DETAILS or not isinstance(value, bytes):
+            continue
+        for detail in status_pb2.Status.FromString(value).details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                violations += [(v.field, v.description) for v in bad.field_violations]
+    return QuotaClientError(code, exc.details() or "", reason=reason, field_violations=tuple(violations))
 
 
 def new_key() -> str:
@@ -133,13 +166,13 @@ class AsyncQuotaClient:
                     # a retry ran out of time: what the caller needs to know is that the backend is down
                     exc, code = last_unavailable, grpc.StatusCode.UNAVAILABLE
                 if code != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:
-                    raise QuotaClientError(code, exc.details() or "") from exc
+                    raise _client_error(code, exc) from exc
                 last_unavailable = exc
                 took = time.monotonic() - started
                 delay = self.backoff_s * (2**attempt) * (0.5 + random.random())
                 # retry only if an attempt as slow as this one still fits before the deadline
                 if time.monotonic() + delay + took >= deadline:
-                    raise QuotaClientError(code, exc.details() or "") from exc
+                    raise _client_error(code, exc) from exc
                 attempt += 1
                 await asyncio.sleep(delay)
 
@@ -254,7 +287,7 @@ class AsyncQuotaClient:
                     delay = self._delay(failures, deadline)
                     code = _stream_code(exc)
                     if code != grpc.StatusCode.UNAVAILABLE or failures > self.retries or delay is None:
-                        raise QuotaClientError(code, exc.details() or "") from exc
+                        raise _client_error(code, exc) from exc
                     await asyncio.sleep(delay)
                     feed.reopen()
         finally:
@@ -350,6 +383,78 @@ class AsyncQuotaClient:
         req = pb.GetSubscriptionRequest(account_id=account_id)
         return Subscription.from_pb(await self._call(self._rpc("GetSubscription"), req, timeout_s))
 
+    async def set_billing_contacts(self, account_id: str, emails: Iterable[str], *, language: str = "",
+                                   idempotency_key: str | None = None, timeout_s: float | None = None) -> Account:
+        """The addresses the account's email notices go to (at most 10; none = no email), and their
+        language: "en" or "id" ("" keeps the account's)."""
+        req = pb.SetBillingContactsRequest(account_id=account_id, emails=list(emails), language=language,
+                                           idempotency_key=idempotency_key or new_key())
+        return Account.from_pb(await self._call(self._rpc("SetBillingContacts"), req, timeout_s))
+
+    # -- webhook endpoints (admin role; an organization's need a key for the whole organization) -------
+
+    async def create_webhook_endpoint(self, url: str, *, account_id: str = "", org_id: str = "",
+                                      event_types: Iterable[str] = (), description: str = "",
+                                      idempotency_key: str | None = None,
+                                      timeout_s: float | None = None) -> WebhookSecret:
+        """An endpoint for the events of an account (account_id) or of every account of an organization
+        (org_id): `url` https:// at a public address; event_types empty = every type. The answer holds
+        the signing secret, which no other call shows (a replay neither: see WebhookSecret)."""
+        req = pb.CreateWebhookEndpointRequest(account_id=account_id, org_id=org_id, url=url,
+                                              event_types=list(event_types), description=description,
+                                              idempotency_key=idempotency_key or new_key())
+        return WebhookSecret.from_pb(await self._call(self._rpc("CreateWebhookEndpoint"), req, timeout_s))
+
+    async def webhook_endpoints(self, *, account_id: str = "", org_id: str = "", page_size: int = 0,
+                                page_token: str = "", timeout_s: float | None = None) -> WebhookEndpointPage:
+        """A page of the endpoints of an account, of an organization, or (neither) every endpoint; no secrets."""
+        req = pb.ListWebhookEndpointsRequest(account_id=account_id, org_id=org_id, page_size=page_size,
+                                             page_token=page_token)
+        return WebhookEndpointPage.from_pb(await self._call(self._rpc("ListWebhookEndpoints"), req, timeout_s))
+
+    async def set_webhook_endpoint_enabled(self, endpoint_id: str, enabled: bool, *,
+                                           idempotency_key: str | None = None,
+                                           timeout_s: float | None = None) -> tuple[WebhookEndpoint, bool]:
+        """Enable or disable an endpoint (a disabled one gets no new deliveries). Returns (endpoint, replayed)."""
+        req = pb.SetWebhookEndpointEnabledRequest(endpoint_id=endpoint_id, enabled=enabled,
+                                                  idempotency_key=idempotency_key or new_key())
+        resp = await self._call(self._rpc("SetWebhookEndpointEnabled"), req, timeout_s)
+        return WebhookEndpoint.from_pb(resp.endpoint), resp.replayed
+
+    async def rotate_webhook_secret(self, endpoint_id: str, *, grace_seconds: int | None = None,
+                                    idempotency_key: str | None = None,
+                                    timeout_s: float | None = None) -> WebhookSecret:
+        """A new signing secret (in this answer only). The old one keeps signing beside it for
+        grace_seconds (None: 24 h; 0: it stops at once, for a leaked secret; at most 7 days)."""
+        req = pb.RotateWebhookSecretRequest(endpoint_id=endpoint_id, grace_seconds=grace_seconds,
+                                            idempotency_key=idempotency_key or new_key())
+        return WebhookSecret.from_pb(await self._call(self._rpc("RotateWebhookSecret"), req, timeout_s))
+
+    async def delete_webhook_endpoint(self, endpoint_id: str, *, idempotency_key: str | None = None,
+                                      timeout_s: float | None = None) -> bool:
+        """Delete an endpoint with its deliveries. Returns replayed."""
+        req = pb.DeleteWebhookEndpointRequest(endpoint_id=endpoint_id, idempotency_key=idempotency_key or new_key())
+        resp = await self._call(self._rpc("DeleteWebhookEndpoint"), req, timeout_s)
+        return bool(resp.replayed)
+
+    # -- deliveries of events (admin role) --------------------------------------------------------------
+
+    async def deliveries(self, *, endpoint_id: str = "", account_id: str = "", page_size: int = 0,
+                         page_token: str = "", timeout_s: float | None = None) -> Any:
+        """One page of the deliveries of an endpoint or an account (exactly one), oldest first, each with
+        its attempts (a ListDeliveriesResponse); pass .next_page_token back for the next."""
+        req = pb.ListDeliveriesRequest(endpoint_id=endpoint_id, account_id=account_id, page_size=page_size,
+                                       page_token=page_token)
+        return await self._call(self._rpc("ListDeliveries"), req, timeout_s)
+
+    async def replay_deliveries(self, *, delivery_id: int = 0, endpoint_id: str = "", since_event_id: str = "",
+                                idempotency_key: str | None = None, timeout_s: float | None = None) -> Any:
+        """Send one delivery again, or every event of an endpoint from since_event_id on (a
+        ReplayDeliveriesResponse: how many deliveries are pending again, and replayed)."""
+        req = pb.ReplayDeliveriesRequest(delivery_id=delivery_id, endpoint_id=endpoint_id,
+                                         since_event_id=since_event_id, idempotency_key=idempotency_key or new_key())
+        return await self._call(self._rpc("ReplayDeliveries"), req, timeout_s)
+
     # -- reports: typed results (quota_client.results), fields as documented in the .proto ------------
 
     async def usage(self, account_id: str, *, from_ms: int = 0, to_ms: int = 0, meter: str = "",
@@ -377,7 +482,7 @@ class AsyncQuotaClient:
                 out.write(chunk.csv)
                 rows += chunk.rows
         except aio.AioRpcError as exc:
-            raise QuotaClientError(exc.code(), exc.details() or "") from exc
+            raise _client_error(exc.code(), exc) from exc
         return rows
 
     async def trend(self, account_id: str, *, from_ms: int = 0, to_ms: int = 0, meter: str = "", group_by: str = "",
@@ -418,21 +523,24 @@ class AsyncQuotaClient:
             async for page in self._stub.Verify(req, timeout=timeout_s, metadata=self._metadata):
                 pages.append(page)
         except aio.AioRpcError as exc:
-            raise QuotaClientError(exc.code(), exc.details() or "") from exc
+            raise _client_error(exc.code(), exc) from exc
         return VerifyReport.from_pages(pages)
 
-    async def watch_alerts(self, *, account_id: str = "", org_id: str = "",
-                           after_event_id: int = 0) -> AsyncIterator[pb.AlertEvent]:
-        """Alert events of an account or an organization: the stored ones after `after_event_id`, then
-        new ones as they happen, until the caller stops iterating. To resume after a disconnection,
-        pass the last event_id seen (QA6)."""
-        req = pb.WatchAlertsRequest(account_id=account_id, org_id=org_id, after_event_id=after_event_id)
+    async def watch_alerts(self, *, account_id: str = "", org_id: str = "", after_event_id: int = 0,
+                           types: Sequence[str] = ()) -> AsyncIterator[pb.AlertEvent]:
+        """Events of an account or an organization: the stored ones after `after_event_id`, then new
+        ones as they happen, until the caller stops iterating. To resume after a disconnection, pass
+        the last event_id seen (QA6). `types`: the event types to stream (alert.triggered,
+        alert.resolved, balance.topped_up, cycle.rolled, plan.changed, account.status_changed); none:
+        alert.triggered. `Event.from_pb(event)` reads one with its data."""
+        req = pb.WatchAlertsRequest(account_id=account_id, org_id=org_id, after_event_id=after_event_id,
+                                    types=list(types))
         call = self._stub.WatchAlerts(req, metadata=self._metadata)
         try:
             async for event in call:
                 yield event
         except aio.AioRpcError as exc:
-            raise QuotaClientError(exc.code(), exc.details() or "") from exc
+            raise _client_error(exc.code(), exc) from exc
         finally:
             call.cancel()
 
@@ -584,11 +692,12 @@ class QuotaClient:
         while the caller waits for the next result: a list, or a generator that does not block."""
         return self._iterate(self._async.reserve_stream(items, mode=mode, timeout_s=timeout_s))
 
-    def watch_alerts(self, *, account_id: str = "", org_id: str = "", after_event_id: int = 0) -> Iterator[Any]:
+    def watch_alerts(self, *, account_id: str = "", org_id: str = "", after_event_id: int = 0,
+                     types: Sequence[str] = ()) -> Iterator[Any]:
         """AsyncQuotaClient.watch_alerts as an iterator: the stored events after `after_event_id`, then
         new ones as they happen (the iterator waits for them); stop iterating (or close()) to end it."""
         return self._iterate(self._async.watch_alerts(account_id=account_id, org_id=org_id,
-                                                      after_event_id=after_event_id))
+                                                      after_event_id=after_event_id, types=types))
 
     def _iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
         """Drive an async iterator of the async client one item at a time on the private loop; leaving

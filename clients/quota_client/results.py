@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,6 +141,32 @@ class MeterBalance:
     held: int
     remaining: int
     remaining_pct: float
+    notice: str = "NONE"  # the meter's banner: NONE, RUNNING_LOW (from an alert threshold), RAN_OUT (nothing left)
+    notice_threshold_pct_left: int = 0  # RUNNING_LOW: the lowest alert threshold reached, percent left
+
+    @classmethod
+    def from_pb(cls, m: Any) -> MeterBalance:
+        notice = "NONE" if m.notice == pb.NOTICE_UNSPECIFIED else pb.Notice.Name(m.notice).removeprefix("NOTICE_")
+        return cls(m.bucket, m.granted, m.used, m.held, m.remaining, m.remaining_pct, notice,
+                   m.notice_threshold_pct_left)
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event of WatchAlerts (``Event.from_pb`` of a streamed AlertEvent): ``data`` as webhooks carry it."""
+
+    event_seq: int  # increasing; resume after the last one seen (WatchAlerts after_event_id)
+    id: str  # 'evt_' + 26 characters, the webhook-id of its deliveries
+    type: str  # alert.triggered, alert.resolved, balance.topped_up, cycle.rolled, plan.changed, ...
+    account_id: str
+    org_id: str
+    occurred_at_ms: int
+    data: dict[str, Any]
+
+    @classmethod
+    def from_pb(cls, e: Any) -> Event:
+        return cls(e.event_id, e.id, e.type, e.account_id, e.org_id, e.occurred_at_ms,
+                   json.loads(e.data_json) if e.data_json else {})
 
 
 @dataclass(frozen=True)
@@ -156,8 +183,7 @@ class Balance:
     def from_pb(cls, b: Any) -> Balance:
         return cls(
             account_id=b.account_id, status=pb.AccountStatus.Name(b.status),
-            meters={m.bucket: MeterBalance(m.bucket, m.granted, m.used, m.held, m.remaining, m.remaining_pct)
-                    for m in b.meters},
+            meters={m.bucket: MeterBalance.from_pb(m) for m in b.meters},
             grants=tuple(Grant.from_pb(g) for g in b.grants), as_of_ms=b.as_of_ms,
             cycle_start_ms=b.cycle_start_ms, cycle_end_ms=b.cycle_end_ms)
 
@@ -188,6 +214,8 @@ class Account:
     policies: tuple[MeterPolicy, ...]
     replayed: bool
     owner_id: str = ""
+    billing_emails: tuple[str, ...] = ()  # where its email notices go
+    language: str = "en"  # of those notices: en or id
 
     @classmethod
     def from_pb(cls, a: Any) -> Account:
@@ -195,7 +223,7 @@ class Account:
                    tuple(MeterPolicy(p.meter, p.overage_price_minor, p.overage_currency,
                                      "" if p.exhausted_action == 0 else pb.ExhaustedAction.Name(p.exhausted_action),
                                      tuple(p.alert_pct_left)) for p in a.policies),
-                   a.replayed, a.owner_id)
+                   a.replayed, a.owner_id, tuple(a.billing_emails), a.language)
 
 
 @dataclass(frozen=True)
@@ -388,8 +416,7 @@ class AccountOverview:
         if a.HasField("pending_change"):
             c = a.pending_change
             pending = PlanChange(c.plan, c.interval, dict(c.packs), c.effective_at_ms)
-        meters = tuple(MeterBalance(m.bucket, m.granted, m.used, m.held, m.remaining, m.remaining_pct)
-                       for m in a.meters)
+        meters = tuple(MeterBalance.from_pb(m) for m in a.meters)
         return cls(a.account_id, a.org_id, pb.AccountStatus.Name(a.status), a.product, a.plan, a.interval,
                    a.cycle_end_ms, meters, a.next_expiry_ms, pending, a.owner_id)
 
@@ -441,3 +468,52 @@ class VerifyReport:
                                           d.repaired) for p in pages for d in p.differences),
                    tuple(a for p in pages for a in p.in_flight), tuple(a for p in pages for a in p.rebuilt),
                    pages[-1].last_account_id if pages else "")
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    """Where the events of an account (account_id) or of an organization's accounts (org_id) are POSTed.
+    Its secret is never part of it: see WebhookSecret."""
+
+    endpoint_id: str
+    account_id: str
+    org_id: str
+    url: str
+    event_types: tuple[str, ...]  # empty = every type
+    description: str
+    enabled: bool
+    disabled_reason: str  # "" while enabled; "manual" (an admin), or the dispatcher's reason (410 Gone, retries ran out)
+    created_at_ms: int
+    updated_at_ms: int
+    previous_secret_until_ms: int  # after a rotation the old secret signs too until then; 0 = it does not
+
+    @classmethod
+    def from_pb(cls, e: Any) -> WebhookEndpoint:
+        return cls(e.endpoint_id, e.account_id, e.org_id, e.url, tuple(e.event_types), e.description, e.enabled,
+                   e.disabled_reason, e.created_at_ms, e.updated_at_ms, e.previous_secret_until_ms)
+
+
+@dataclass(frozen=True)
+class WebhookSecret:
+    """The answer of create_webhook_endpoint and rotate_webhook_secret: the endpoint and its signing secret
+    ("whsec_..."), which the service shows in this answer only; keep it where the receiver reads it. A
+    replay (same idempotency key; replayed=True) has secret "": if the first answer was lost, rotate the
+    secret with grace_seconds=0 to get a new one. The secret is left out of repr()."""
+
+    endpoint: WebhookEndpoint
+    secret: str = field(repr=False)
+    replayed: bool = False
+
+    @classmethod
+    def from_pb(cls, r: Any) -> WebhookSecret:
+        return cls(WebhookEndpoint.from_pb(r.endpoint), r.secret, r.replayed)
+
+
+@dataclass(frozen=True)
+class WebhookEndpointPage:
+    endpoints: tuple[WebhookEndpoint, ...]  # by endpoint_id
+    next_page_token: str  # "" on the last page
+
+    @classmethod
+    def from_pb(cls, r: Any) -> WebhookEndpointPage:
+        return cls(tuple(WebhookEndpoint.from_pb(e) for e in r.endpoints), r.next_page_token)

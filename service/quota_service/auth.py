@@ -47,6 +47,10 @@ METHOD_ROLES = {
     "CreateAccount": "admin", "SetAccountStatus": "admin", "Subscribe": "admin",
     "ChangePlan": "admin", "Adjust": "admin", "ChangeOwner": "admin", "ExtendSubscription": "admin",
     "Verify": "admin",
+    # webhook endpoints and billing contacts: admin (an organization's endpoints: a key for the organization)
+    "CreateWebhookEndpoint": "admin", "ListWebhookEndpoints": "admin", "SetWebhookEndpointEnabled": "admin",
+    "RotateWebhookSecret": "admin", "DeleteWebhookEndpoint": "admin", "SetBillingContacts": "admin",
+    "ListDeliveries": "admin", "ReplayDeliveries": "admin",
 }
 
 

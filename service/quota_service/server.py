@@ -15,19 +15,29 @@ from grpc_reflection.v1alpha import reflection
 
 from quota_service import auth, bootstrap, telemetry
 from quota_service.api import SERVICE_NAME, add_services
+from quota_service.api.connect import connect_app
+from quota_service.api.http_app import http_application
 from quota_service.api.interceptors import ServiceInterceptor
 from quota_service.api.overload import Budgets
 from quota_service.api.servicer import QuotaServicer
 from quota_service.app.accounts import Admin
 from quota_service.app.alerts import AlertFeed
 from quota_service.app.billing_cycle import Cycler
+from quota_service.app.deliveries import Deliveries
 from quota_service.app.reserve import HotPath, Rebuilder
 from quota_service.app.subscriptions import Subscriptions
 from quota_service.app.top_ups import AutoTopUps
+from quota_service.app.webhooks import Webhooks
 from quota_service.catalogue import CatalogueError, CatalogueSet
 from quota_service.clocksync import ClockSync
+from quota_service.delivery.channels import Channel
+from quota_service.delivery.dispatcher import DispatchConfig, Dispatcher
+from quota_service.delivery.email import email_channel
+from quota_service.delivery.schedule import RetryPolicy
+from quota_service.delivery.webhook import WebhookChannel
 from quota_service.domain.clock import Clock, FleetClock, SystemClock
 from quota_service.errors import SettingsError
+from quota_service.http_server import HttpServer
 from quota_service.reports import AccountReports, UsageReports, cursor
 from quota_service.retention import RetentionCleaner
 from quota_service.settings import Settings
@@ -58,6 +68,8 @@ class QuotaServer:
         self.time = FleetClock(self.clock, wall=wall_clock, max_offset_ms=settings.max_clock_offset_ms)
         self.port = 0
         self.metrics_port = 0  # where /metrics listens (0: not served)
+        self.http_port = 0  # where the Connect protocol and the downloads listen (0: not served)
+        self.http: HttpServer | None = None
         self._metrics_http: Any = None
         self._health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
@@ -85,7 +97,20 @@ class QuotaServer:
         await self.server.start()
         await self._start_background()
         log.info("quota service listening on %s:%d", s.host, self.port)
+        if s.http_port:
+            self._start_http()
         return self.port
+
+    def _start_http(self) -> None:
+        """The HTTP port: the same servicer and interceptor over the Connect protocol, and the downloads."""
+        s = self.settings
+        app = http_application(connect_app(self.servicer, self.interceptor, MAX_MESSAGE_BYTES,
+                                           max_in_flight=s.max_concurrent_rpcs))
+        self.http = HttpServer(app, tls_cert_file=s.tls_cert_file, tls_key_file=s.tls_key_file,
+                               tls_client_ca_file=s.tls_client_ca_file)
+        self.http_port = self.http.start(s.host, s.http_port)
+        log.info("Connect protocol and downloads on %s://%s:%d", "https" if s.tls_cert_file else "http", s.host,
+                 self.http_port)
 
     async def _connect_backends(self) -> None:
         """Postgres (migrated, this month's partitions, the bootstrap admin key) and Redis."""
@@ -120,22 +145,28 @@ class QuotaServer:
         self.subscriptions = Subscriptions(self.ledger, self.rebuilder, self.time, self.catalogues, self.auto_top_ups)
         self.sweeper = Sweeper(self.ledger, self.store, self.time, s.sweep_interval_ms / 1000)
         self.alerts = AlertFeed(self.ledger, s.postgres_dsn, queue_max=s.watch_queue_max)
+        self.webhooks = Webhooks(self.ledger, self.time, allow_private=s.webhook_allow_private)
+        self.deliveries = Deliveries(self.ledger, self.time)
         self.retention = RetentionCleaner(self.ledger, self.time, s)
 
     def _build_grpc_server(self, tokens: cursor.PageTokens) -> None:
         s = self.settings
+        # one interceptor and one servicer for both protocols: gRPC here, Connect on the HTTP port
+        self.interceptor = ServiceInterceptor(self.keys, self.budgets, require_deadline=s.require_deadline,
+                                              max_call_s=s.max_call_ms / 1000)
         self.server = aio.server(
-            interceptors=[ServiceInterceptor(self.keys, self.budgets, require_deadline=s.require_deadline,
-                                             max_call_s=s.max_call_ms / 1000)],
+            interceptors=[self.interceptor],
             maximum_concurrent_rpcs=s.max_concurrent_rpcs or None,  # all callers; RESOURCE_EXHAUSTED past it
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", 4 * 1024 * 1024),
                      ("grpc.so_reuseport", 0)],
         )
-        add_services(self.server, QuotaServicer(
+        self.servicer = QuotaServicer(
             self.hot, self.admin, self.keys, self.subscriptions,
             UsageReports(self.ledger, self.time, self.catalogues, tokens),
-            AccountReports(self.ledger, self.time, self.catalogues, tokens), self.alerts))
+            AccountReports(self.ledger, self.time, self.catalogues, tokens), self.alerts,
+            webhooks=self.webhooks, deliveries=self.deliveries)
+        add_services(self.server, self.servicer)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -153,6 +184,7 @@ class QuotaServer:
         self.sweeper.start()
         self.cycler.start()
         self.retention.start()
+        self.dispatcher = await self._start_dispatcher()
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         telemetry.watch(self)
         if s.metrics_port:
@@ -161,6 +193,25 @@ class QuotaServer:
             host = s.metrics_host or s.host
             self._metrics_http, self.metrics_port = telemetry.serve_metrics(host, s.metrics_port)
             log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
+
+    async def _start_dispatcher(self) -> Dispatcher:
+        """The delivery dispatcher, with a Postgres pool of its own: a send holds its delivery's row lock
+        (and so a connection) for up to QUOTA_WEBHOOK_TIMEOUT_MS, which the calls' pool must not wait for."""
+        s = self.settings
+        pool = await PostgresLedger.connect(s.postgres_dsn, pool_size=s.delivery_workers + 1,
+                                            timeout_s=s.backend_timeout_ms / 1000)
+        channels: dict[str, Channel] = {"webhook": WebhookChannel(timeout_ms=s.webhook_timeout_ms,
+                                                                  allow_private=s.webhook_allow_private)}
+        mail = email_channel(s, pool.run)
+        if mail is not None:
+            channels["email"] = mail
+        policy = RetryPolicy(base_ms=s.delivery_retry_base_ms, max_delay_ms=s.delivery_retry_max_delay_ms,
+                             window_ms=int(s.delivery_retry_window_s * 1000))
+        dispatcher = Dispatcher(pool, s.postgres_dsn, channels,
+                                DispatchConfig(policy, workers=s.delivery_workers, poll_s=s.delivery_poll_ms / 1000),
+                                self.time)
+        dispatcher.start()
+        return dispatcher
 
     def gauges(self) -> telemetry.ServerGauges:
         """This server's live gauges, read at every scrape (from the scrape thread: plain reads only)."""
@@ -226,13 +277,19 @@ class QuotaServer:
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         for name in ("", SERVICE_NAME):
             await self._set(name, False)
-        await self.server.stop(grace)
+        if self.http is not None:
+            await asyncio.gather(self.server.stop(grace), self.http.stop(grace))
+            self.http = None
+        else:
+            await self.server.stop(grace)
         for t in [*self._tasks, *self._rechecks]:
             t.cancel()
         await self.clock_sync.stop()
         await self.sweeper.stop()
         await self.cycler.stop()
         await self.retention.stop()
+        await self.dispatcher.stop()
+        await self.dispatcher.db.close()
         await self.committer.close()
         await self.alerts.close()
         await self.store.close()

@@ -28,7 +28,7 @@ def _default_catalogue_dir() -> str:
 
 # The settings that are secrets: each may be given in a file (QUOTA_<NAME>_FILE), and none is shown
 # by repr(), so a settings object that ends up in a log line or a traceback does not carry them.
-SECRET_SETTINGS = ("redis_url", "postgres_dsn", "page_token_secret", "bootstrap_admin_key")
+SECRET_SETTINGS = ("redis_url", "postgres_dsn", "page_token_secret", "bootstrap_admin_key", "smtp_password")
 
 
 def file_variable(name: str) -> str:
@@ -65,6 +65,9 @@ class Settings:
     data_dir: Path = Path(".data")  # QUOTA_DATA_DIR: where embedded servers keep their data
     host: str = "127.0.0.1"  # QUOTA_HOST
     port: int = 50051  # QUOTA_PORT; 0 = any free port
+    # QUOTA_HTTP_PORT: the Connect protocol (JSON and binary, HTTP/1.1 and h2c), usage.csv downloads and
+    # /openapi.json, on QUOTA_HOST; 0 = off (./run serve and the container use 8080)
+    http_port: int = 0
     key_prefix: str = "q"  # QUOTA_KEY_PREFIX: prefix of every Redis key
     hold_ttl_ms: int = 60_000  # QUOTA_HOLD_TTL_MS: default hold lifetime
     max_hold_ttl_ms: int = 86_400_000  # QUOTA_MAX_HOLD_TTL_MS
@@ -118,9 +121,29 @@ class Settings:
     hold_retention_days: int = 30  # QUOTA_HOLD_RETENTION_DAYS: closed holds kept after they closed
     alert_retention_days: int = 90  # QUOTA_ALERT_RETENTION_DAYS: alert events of ended cycles kept
     watch_queue_max: int = 1_000  # QUOTA_WATCH_QUEUE_MAX: events buffered per WatchAlerts stream before it is cut off
+    # Deliveries (webhooks and email): retried with exponential backoff (QUOTA_DELIVERY_RETRY_BASE_MS after the
+    # first failure, three times longer each time up to QUOTA_DELIVERY_RETRY_MAX_DELAY_MS, ±20% jitter) until
+    # QUOTA_DELIVERY_RETRY_WINDOW_S after the first attempt; then failed (and the webhook endpoint disabled)
+    delivery_retry_window_s: float = 259_200.0  # QUOTA_DELIVERY_RETRY_WINDOW_S: 3 days
+    delivery_retry_base_ms: int = 5_000  # QUOTA_DELIVERY_RETRY_BASE_MS
+    delivery_retry_max_delay_ms: int = 21_600_000  # QUOTA_DELIVERY_RETRY_MAX_DELAY_MS: 6 h
+    delivery_workers: int = 4  # QUOTA_DELIVERY_WORKERS: deliveries sent at once per replica
+    delivery_poll_ms: int = 1_000  # QUOTA_DELIVERY_POLL_MS: look for due deliveries at least this often
+    webhook_timeout_ms: int = 10_000  # QUOTA_WEBHOOK_TIMEOUT_MS: one webhook attempt, connecting included
+    # QUOTA_WEBHOOK_ALLOW_PRIVATE: webhook endpoints may use http:// and point at loopback, private and
+    # link-local addresses (development and tests only: otherwise a webhook could reach into the network)
+    webhook_allow_private: bool = False
     # QUOTA_BOOTSTRAP_ADMIN_KEY (or _FILE): an API key (qk_<hex id>_<secret>) registered as an admin key at
     # start when the database has no active admin key: the first key of a container deployment
     bootstrap_admin_key: str = field(default="", repr=False)
+    # Email deliveries (notify: [email]) over SMTP; none while QUOTA_SMTP_HOST is empty
+    smtp_host: str = ""  # QUOTA_SMTP_HOST: the mail server; empty = email deliveries are off
+    smtp_port: int = 0  # QUOTA_SMTP_PORT; 0 = the port of QUOTA_SMTP_TLS (none 25, starttls 587, tls 465)
+    smtp_tls: str = "starttls"  # QUOTA_SMTP_TLS: none | starttls (required, after connecting) | tls (from the start)
+    smtp_username: str = ""  # QUOTA_SMTP_USERNAME: set = log in (with QUOTA_SMTP_PASSWORD); empty = no authentication
+    smtp_password: str = field(default="", repr=False)  # QUOTA_SMTP_PASSWORD (or _FILE)
+    smtp_from: str = ""  # QUOTA_SMTP_FROM: the sender, e.g. "Billing <billing@example.com>"; required with a host
+    smtp_timeout_s: float = 10.0  # QUOTA_SMTP_TIMEOUT_S: connecting and each SMTP command
 
     def __post_init__(self) -> None:
         positive = ("hold_ttl_ms", "max_hold_ttl_ms", "idempotency_ttl_ms", "pending_grace_ms",
@@ -128,11 +151,13 @@ class Settings:
                     "sweep_interval_ms", "backend_timeout_ms", "max_call_ms", "redis_max_connections",
                     "retention_interval_ms", "retention_batch", "operation_retention_days",
                     "hold_retention_days", "alert_retention_days", "watch_queue_max",
-                    "max_clock_offset_ms", "clock_sync_interval_ms", "deadline_margin_ms", "health_interval_ms")
+                    "max_clock_offset_ms", "clock_sync_interval_ms", "deadline_margin_ms", "health_interval_ms",
+                    "delivery_retry_window_s", "delivery_retry_base_ms", "delivery_retry_max_delay_ms",
+                    "delivery_workers", "delivery_poll_ms", "webhook_timeout_ms")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"QUOTA_{name.upper()} must be greater than 0")
-        for name in ("port", "metrics_port"):
+        for name in ("port", "metrics_port", "http_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise SettingsError(f"QUOTA_{name.upper()} must be between 0 and 65535")
         for name in ("auth_cache_s", "rate_limit_rps", "rate_limit_burst", "max_in_flight_per_caller",
@@ -157,6 +182,22 @@ class Settings:
             raise SettingsError("QUOTA_PENDING_GRACE_MS must exceed QUOTA_COMMIT_TIMEOUT_MS")
         if self.ledger_writers > self.pg_pool_size - 1:
             raise SettingsError("QUOTA_PG_POOL_SIZE must exceed QUOTA_LEDGER_WRITERS")
+        self._check_smtp()
+
+    def _check_smtp(self) -> None:
+        if self.smtp_tls not in ("none", "starttls", "tls"):
+            raise SettingsError("QUOTA_SMTP_TLS must be none, starttls or tls")
+        if not 0 <= self.smtp_port <= 65535:
+            raise SettingsError("QUOTA_SMTP_PORT must be between 0 and 65535")
+        if self.smtp_timeout_s <= 0:
+            raise SettingsError("QUOTA_SMTP_TIMEOUT_S must be greater than 0")
+        if self.smtp_host and "@" not in self.smtp_from:
+            raise SettingsError("QUOTA_SMTP_FROM must be an email address when QUOTA_SMTP_HOST is set")
+
+    @property
+    def smtp_port_or_default(self) -> int:
+        """QUOTA_SMTP_PORT, or the usual port of QUOTA_SMTP_TLS when it is 0."""
+        return self.smtp_port or {"none": 25, "starttls": 587, "tls": 465}[self.smtp_tls]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

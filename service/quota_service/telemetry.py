@@ -71,6 +71,9 @@ def go_code(code: grpc.StatusCode) -> str:
 METHOD_TYPES = {m.name: grpc_type(m.client_streaming, m.server_streaming) for m in SERVICE.methods}
 # the causes of quota_ledger_refusals_total, each present at zero from the start
 REFUSAL_CAUSES = ("stale", "floor", "closed")
+# quota_deliveries_total's labels, each present at zero from the start
+DELIVERY_CHANNELS = ("webhook", "email")
+DELIVERY_OUTCOMES = ("delivered", "retried", "failed", "gone")
 DENY_REASONS = tuple(v.name for v in quota_pb2.DenyReason.DESCRIPTOR.values if v.number)
 
 
@@ -81,7 +84,8 @@ class ServerGauges:
     ledger_queue_depth: int = 0  # ledger entries not yet committed (queued or in a batch under way)
     oldest_unconfirmed_s: float = 0.0  # age of the oldest mutation not yet confirmed durable
     backends_up: Mapping[str, bool] = field(default_factory=dict)  # redis, postgres
-    webhook_backlog: int = 0  # deliveries waiting (0 while there are no webhooks)
+    webhook_backlog: int = 0  # deliveries waiting (pending), as the dispatcher last counted them
+    delivery_oldest_pending_s: float = 0.0  # age of the oldest of them
 
 
 class GaugeSource(Protocol):
@@ -120,9 +124,13 @@ class _LiveGauges(Collector):
         up = GaugeMetricFamily("quota_backend_up", "1 when the backend answers its health ping", labels=["backend"])
         for name in BACKENDS:
             up.add_metric([name], float(bool(readings) and all(r.backends_up.get(name, False) for r in readings)))
-        backlog = GaugeMetricFamily("quota_webhook_backlog", "webhook deliveries waiting to be sent")
-        backlog.add_metric([], sum(r.webhook_backlog for r in readings))
-        return [queue, oldest, up, backlog]
+        # every replica counts the same table: servers of one process report it once (the largest)
+        backlog = GaugeMetricFamily("quota_webhook_backlog", "deliveries (webhook and email) waiting to be sent")
+        backlog.add_metric([], max((r.webhook_backlog for r in readings), default=0))
+        waiting = GaugeMetricFamily("quota_delivery_oldest_pending_seconds",
+                                    "age of the oldest event not yet delivered to one of its targets")
+        waiting.add_metric([], max((r.delivery_oldest_pending_s for r in readings), default=0.0))
+        return [queue, oldest, up, backlog, waiting]
 
 
 class _Metrics:
@@ -149,6 +157,8 @@ class _Metrics:
                                 registry=r)
         self.expired = Counter("quota_holds_expired_accounts_total", "accounts whose holds the sweeper expired",
                                registry=r)
+        self.deliveries = Counter("quota_deliveries_total", "delivery attempts by channel and outcome",
+                                  ["channel", "outcome"], registry=r)
         self.live = _LiveGauges()
         r.register(self.live)
 
@@ -167,6 +177,9 @@ class _Metrics:
             self.decisions.labels("decide", "DENIED", reason)
         for cause in REFUSAL_CAUSES:
             self.refusals.labels(cause)
+        for channel in DELIVERY_CHANNELS:
+            for outcome in DELIVERY_OUTCOMES:
+                self.deliveries.labels(channel, outcome)
 
 
 METRICS = _Metrics(REGISTRY)
@@ -346,6 +359,12 @@ def record_refusal(cause: str) -> None:
 def record_expired(accounts: int) -> None:
     if accounts:
         METRICS.expired.inc(accounts)
+
+
+def record_delivery(channel: str, outcome: str) -> None:
+    """One delivery attempt: delivered, retried (failed, tried again later), failed (its retry window
+    is over) or gone (the target refused it for good: HTTP 410)."""
+    METRICS.deliveries.labels(channel, outcome).inc()
 
 
 def log_context() -> dict[str, str]:

@@ -44,7 +44,8 @@ async def test_json_has_zeros_and_numbers_as_numbers(server: QuotaServer, client
     assert code == 0
     body = json.loads(out)
     meter = body["meters"]["ai_dialog"]
-    assert meter == {"bucket": "ai_dialog", "granted": 10, "used": 0, "held": 0, "remaining": 10, "remaining_pct": 100.0}
+    assert meter == {"bucket": "ai_dialog", "granted": 10, "used": 0, "held": 0, "remaining": 10, "remaining_pct": 100.0,
+                     "notice": "NONE", "notice_threshold_pct_left": 0}
     grant = body["grants"][0]
     assert grant["expires_at_ms"] == 0 and grant["overdraft_limit"] == 0 and grant["label"] == ""
     assert body["cycle_start_ms"] == 0 and body["cycle_end_ms"] == 0  # no subscription
@@ -176,7 +177,7 @@ def test_protobuf_json_keeps_int64_numbers_zeros_enums_and_maps() -> None:
     event = pb.AlertEvent(event_id=2**62 + 1, account_id="a", threshold_pct_left=0)
     assert json.loads(jsonout.dumps(event)) == {
         "event_id": 2**62 + 1, "account_id": "a", "meter": "", "threshold_pct_left": 0, "cycle_start_ms": 0,
-        "occurred_at_ms": 0, "idempotency_key": ""}
+        "occurred_at_ms": 0, "idempotency_key": "", "id": "", "type": "", "org_id": "", "data_json": ""}
     decision = jsonout.message_dict(pb.Decision(status=pb.GRANTED, alerts=[pb.Alert(meter="m", threshold_pct_left=40)]))
     assert decision["status"] == "GRANTED" and decision["reason"] == "DENY_REASON_UNSPECIFIED"
     assert decision["alerts"] == [{"meter": "m", "threshold_pct_left": 40}]

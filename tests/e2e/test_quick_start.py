@@ -70,6 +70,7 @@ def container_env(workdir: Path, redis_url: str, dsn: str, port: int) -> dict[st
     mounted = {f"/run/secrets/{name}": str((workdir / "deploy" / file).resolve()) for name, file in secrets.items()}
     env = {k: mounted.get(v, v) for k, v in env.items()}
     env.update(QUOTA_REDIS_URL=redis_url, QUOTA_POSTGRES_DSN=dsn, QUOTA_HOST="127.0.0.1", QUOTA_PORT=str(port),
+               QUOTA_HTTP_PORT=str(free_port()),  # compose's 8080 may be taken on the machine running the tests
                QUOTA_TARGET=f"127.0.0.1:{port}", QUOTA_CATALOGUE_DIR=str(ROOT / "deploy" / "catalogues"),
                PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", HOME=str(workdir), LANG="C.UTF-8")
     if "PYTHONPATH" in os.environ:  # the code under test is the code this test imports

@@ -37,7 +37,7 @@ def test_every_method_named_exists_and_only_keyed_or_read_only_calls_are_retried
     config = json.loads(CONFIG)
     keyed = {m.name for m in SERVICE.methods if "idempotency_key" in m.input_type.fields_by_name}
     read_only = {"Check", "GetBalance", "GetSubscription", "ListUsage", "GetTrend", "ListTransactions",
-                 "GetStatement", "ListAccounts"}
+                 "GetStatement", "ListAccounts", "ListWebhookEndpoints", "ListDeliveries"}
     named: list[str] = []
     for entry in config["methodConfig"]:
         methods = [n["method"] for n in entry["name"]]

@@ -47,7 +47,8 @@ EXPECTED = (
 
 @pytest.fixture
 async def secured(valkey: embedded.ValkeyProcess, pg_dsn: str, clock: ManualClock) -> AsyncIterator[QuotaServer]:
-    srv = QuotaServer(test_settings(valkey.url, pg_dsn, auth=True, auth_cache_s=0.0), clock=clock)
+    srv = QuotaServer(test_settings(valkey.url, pg_dsn, auth=True, auth_cache_s=0.0, http_port=embedded.free_port()),
+                      clock=clock)
     await srv.start()
     yield srv
     await srv.stop(1)
@@ -63,6 +64,8 @@ async def run(*args: str, env: dict[str, str] | None = None, timeout_s: float = 
 
 
 async def test_node_tests_pass_against_a_real_server(secured: QuotaServer, pg_dsn: str) -> None:
+    """Every test of clients/typescript/test, over gRPC and then over the Connect protocol (JSON on the
+    HTTP port): the same results."""
     assert (CLIENT / "node_modules").is_dir(), "run `npm ci` in clients/typescript (./run test does)"
     code, out = await run("npm", "run", "--silent", "build")
     assert code == 0, out
@@ -71,11 +74,12 @@ async def test_node_tests_pass_against_a_real_server(secured: QuotaServer, pg_ds
         admin = await auth.create_key(conn, ["admin"], accounts=["*"])
     finally:
         await conn.close()
-    env = {**os.environ, "QUOTA_TARGET": f"127.0.0.1:{secured.port}", "QUOTA_API_KEY": admin,
-           "QUOTA_API_KEY_FILE": "", "NODE_OPTIONS": ""}
-    code, out = await run("node", "--test", "--test-reporter=tap", "test/", env=env)
-    assert code == 0, out
-    passed = set(re.findall(r"^ok \d+ - (.+)$", out, re.M))
-    assert passed == set(EXPECTED), out
-    assert re.search(r"^# fail 0$", out, re.M), out
+    for protocol, port in (("grpc", secured.port), ("connect", secured.http_port)):
+        env = {**os.environ, "QUOTA_TARGET": f"127.0.0.1:{port}", "QUOTA_PROTOCOL": protocol, "QUOTA_API_KEY": admin,
+               "QUOTA_API_KEY_FILE": "", "NODE_OPTIONS": ""}
+        code, out = await run("node", "--test", "--test-reporter=tap", "test/", env=env)
+        assert code == 0, f"over {protocol}:\n{out}"
+        passed = set(re.findall(r"^ok \d+ - (.+)$", out, re.M))
+        assert passed == set(EXPECTED), f"over {protocol}:\n{out}"
+        assert re.search(r"^# fail 0$", out, re.M), f"over {protocol}:\n{out}"
     assert re.search(rf"^# pass {len(EXPECTED)}$", out, re.M), out

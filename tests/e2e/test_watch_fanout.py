@@ -14,6 +14,7 @@ import pytest
 from quota.v1 import quota_pb2 as pb
 from quota_client import AsyncQuotaClient
 from quota_service.api.overload import ResourceExhausted
+from quota_service.domain.events import Event
 from quota_service.server import QuotaServer
 
 BOUND_S = 20
@@ -42,19 +43,20 @@ async def add_events(pg_dsn: str, account_id: str, org_id: str, n: int, first_cy
         for i in range(first_cycle, first_cycle + n):
             async with conn.transaction():
                 ids.append(await conn.fetchval(
-                    "INSERT INTO alert_events (account_id, org_id, meter, threshold_pct_left, cycle_start_ms, "
-                    "occurred_at, idempotency_key) VALUES ($1, $2, 'ai_dialog', 0, $3, now(), $4) RETURNING event_id",
-                    account_id, org_id, i, f"k{i}"))
-                await conn.execute("SELECT pg_notify('quota_alerts', $1)", account_id)
+                    "INSERT INTO events (type, account_id, org_id, occurred_at, data) VALUES ('alert.triggered', $1, $2, "
+                    "now(), jsonb_build_object('meter', 'ai_dialog', 'threshold_pct_left', 0, 'cycle_start_ms', $3::bigint, "
+                    "'idempotency_key', $4::text)) RETURNING event_seq", account_id, org_id, i, f"k{i}"))
+                await conn.execute("SELECT pg_notify('quota_events', $1)", account_id)
     finally:
         await conn.close()
     return ids
 
 
-async def collect(stream: AsyncIterator[pb.AlertEvent], n: int) -> list[int]:
+async def collect(stream: AsyncIterator[pb.AlertEvent] | AsyncIterator[Event], n: int) -> list[int]:
+    """The numbers of the first n events of a stream (through gRPC, or the replica's feed)."""
     out = []
     async for event in stream:
-        out.append(event.event_id)
+        out.append(event.event_seq if isinstance(event, Event) else event.event_id)
         if len(out) == n:
             break
     return out
@@ -106,14 +108,14 @@ async def test_n10_a_stream_that_falls_behind_is_ended_not_buffered(
     server.alerts.queue_max = 5
     first = await add_events(pg_dsn, account_id, org, 1)
     slow = server.alerts.watch(pb.WatchAlertsRequest(org_id=org))
-    assert (await slow.__anext__()).event_id == first[0]  # joined; now it stops reading
+    assert (await slow.__anext__()).event_seq == first[0]  # joined; now it stops reading
     fast = asyncio.create_task(collect(client.watch_alerts(org_id=org, after_event_id=first[0]), 20))
     await until(lambda: server.alerts.streams == 2)
     ids = await add_events(pg_dsn, account_id, org, 20, first_cycle=1)
     async with asyncio.timeout(BOUND_S):
         assert await fast == ids, "a reader that keeps up is not affected"
     await until(lambda: server.alerts.streams == 0)  # the slow one was dropped by the hub
-    buffered = [(await slow.__anext__()).event_id for _ in range(5)]
+    buffered = [(await slow.__anext__()).event_seq for _ in range(5)]
     assert buffered == ids[:5]
     with pytest.raises(ResourceExhausted, match=f"after_event_id={ids[4]}"):
         await slow.__anext__()
@@ -127,8 +129,9 @@ async def test_qa6_an_event_committed_after_a_later_one_is_not_missed(
     stream = server.alerts.watch(pb.WatchAlertsRequest(org_id=org))
     first_event = asyncio.create_task(stream.__anext__())
     await until(lambda: server.alerts.streams == 1)
-    insert = ("INSERT INTO alert_events (account_id, org_id, meter, threshold_pct_left, cycle_start_ms, occurred_at, "
-              "idempotency_key) VALUES ($1, $2, 'ai_dialog', 0, $3, now(), 'k') RETURNING event_id")
+    insert = ("INSERT INTO events (type, account_id, org_id, occurred_at, data) VALUES ('alert.triggered', $1, $2, now(), "
+              "jsonb_build_object('meter', 'ai_dialog', 'threshold_pct_left', 0, 'cycle_start_ms', $3::bigint)) "
+              "RETURNING event_seq")
     slow, fast = await asyncpg.connect(pg_dsn), await asyncpg.connect(pg_dsn)
     try:
         tx = slow.transaction()
@@ -138,7 +141,7 @@ async def test_qa6_an_event_committed_after_a_later_one_is_not_missed(
         async def later() -> int:
             async with fast.transaction():
                 b: int = await fast.fetchval(insert, account_id, org, 2)
-                await fast.execute("SELECT pg_notify('quota_alerts', $1)", account_id)
+                await fast.execute("SELECT pg_notify('quota_events', $1)", account_id)
             return b
 
         b_task = asyncio.create_task(later())
@@ -155,11 +158,11 @@ async def test_qa6_an_event_committed_after_a_later_one_is_not_missed(
                 await asyncio.sleep(0.01)
         server.alerts._wake.set()  # let the hub read now, as a NOTIFY of the later charge would
         await asyncio.sleep(0.3)  # give it the chance to deliver out of order
-        await slow.execute("SELECT pg_notify('quota_alerts', $1)", account_id)
+        await slow.execute("SELECT pg_notify('quota_events', $1)", account_id)
         await tx.commit()
         async with asyncio.timeout(BOUND_S):
             b = await b_task
-            got = [(await first_event).event_id, (await stream.__anext__()).event_id]
+            got = [(await first_event).event_seq, (await stream.__anext__()).event_seq]
         assert a < b and got == [a, b]
     finally:
         await stream.aclose()

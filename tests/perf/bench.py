@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import grpc
 import uvloop
@@ -30,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from quota.v1 import quota_pb2 as pb
 from quota.v1 import quota_pb2_grpc as pb_grpc
 from quota_client import AsyncQuotaClient, MeterPolicy
+from quota_service import embedded
 
 from tests.perf import baselines, h2load, large, stack
 from tests.perf.loadgen import BadReply, Call, Phase, Result, closed_loop, open_loop
@@ -41,7 +43,7 @@ TTL_MS = 3_600_000  # holds outlive the run: no expiry sweeps mix into the measu
 ATTRS = {"room_id": "r-17", "channel": "wa"}
 RPC_TIMEOUT_S = 30.0
 
-SCENARIOS = ("floor_grpc", "reserve_hot", "reserve_many", "consume_many", "batch", "stream", "open_loop",
+SCENARIOS = ("floor_grpc", "reserve_hot", "reserve_many", "consume_many", "consume_connect", "batch", "stream", "open_loop",
              "redis_floor", "pg_only", "h2load_floor", "h2load_check", "large")
 
 
@@ -220,6 +222,32 @@ class Bench:
 
         return await self.closed(result, lambda _: call, self.args.concurrency, ledger=False)
 
+    def connect_call(self, pick: Callable[[], str]) -> Call:
+        """Consume over the Connect protocol: JSON over HTTP/1.1 keep-alive connections, as curl sends it."""
+        url = f"http://127.0.0.1:{self.http_port}/quota.v1.QuotaService/Consume"
+        headers = {"Content-Type": "application/json"}
+        if self.stack.api_key:
+            headers["Authorization"] = f"Bearer {self.stack.api_key}"
+        timeout = aiohttp.ClientTimeout(total=RPC_TIMEOUT_S)
+
+        async def call(i: int) -> int:
+            body = json.dumps({"accountId": pick(), "meter": METER, "amount": 1, "idempotencyKey": self.key(),
+                               "attributes": ATTRS})
+            async with self.http.post(url, data=body, headers=headers, timeout=timeout) as resp:
+                data = await resp.read()
+            if resp.status != 200:
+                raise BadReply(f"HTTP {resp.status} {data[:70]!r}")
+            d = json.loads(data)
+            if d.get("status") != "GRANTED" or d.get("amount") != "1" or d.get("replayed"):
+                raise BadReply(f"{d.get('status')} {d.get('reason')} amount {d.get('amount')}")
+            return 1
+
+        return call
+
+    async def consume_connect(self, result: Result) -> Result:
+        return await self.closed(result, lambda _: self.connect_call(self.pick_many()), self.args.concurrency,
+                                 ledger=True)
+
     async def unary(self, result: Result, rpc: str, pick: Callable[[], str]) -> Result:
         return await self.closed(result, lambda _: self.unary_call(rpc, pick), self.args.concurrency, ledger=True)
 
@@ -376,7 +404,9 @@ class Bench:
         if not self.h2load_bin and {"h2load_floor", "h2load_check"} & a.only:
             log(f"h2load not found: the h2load rows are skipped (install it with: {h2load.INSTALL_HINT})")
         log("starting Valkey, a fresh Postgres database and the service ...")
-        self.stack = await stack.start()
+        self.http_port = embedded.free_port()  # the Connect protocol (consume_connect)
+        self.stack = await stack.start(extra_env={"QUOTA_HTTP_PORT": str(self.http_port)})
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=a.concurrency))
         st = self.stack
         log(f"  service pid {st.service.pid} on {st.target}, Valkey pid {st.valkey.proc.pid}, "
             f"Postgres: {st.pg_kind}, database {st.dbname}")
@@ -404,6 +434,8 @@ class Bench:
                                 lambda r: self.unary(r, "Reserve", self.pick_many()))
             await self.scenario("consume_many", f"Consume, {a.accounts:,} accounts, {c} callers",
                                 lambda r: self.unary(r, "Consume", self.pick_many()))
+            await self.scenario("consume_connect", f"Consume over Connect JSON (HTTP/1.1), {a.accounts:,} accounts, "
+                                f"{c} callers (7)", self.consume_connect)
             await self.scenario("batch", f"ReserveBatch {a.batch_size} items x {a.batch_calls} calls (1)",
                                 self.batch)
             await self.scenario("stream", f"ReserveStream {a.streams} streams x {a.stream_window} in flight (2)",
@@ -425,6 +457,7 @@ class Bench:
             await self.scenario("large", f"Reserve, {a.large_accounts:,} accounts, {human(a.large_rows)}-row "
                                 f"ledger, {c} callers", lambda r: self.large(r))
         finally:
+            await self.http.close()
             for ch in channels:
                 await ch.close()
             warnings = st.service_warnings()
@@ -596,6 +629,9 @@ class Report:
              f"({a.h2load_clients} connections x {a.h2load_streams} streams); h2load sends the same body each time, "
              "so only calls without an idempotency key are used; it checks HTTP/2 status only (the gRPC reply was "
              "checked once beforehand)."),
+            (("consume_connect",), "(7) the same Consume as the gRPC row above, over the Connect protocol on the "
+             "service's HTTP port (Hypercorn): JSON bodies over HTTP/1.1 keep-alive connections from aiohttp, one "
+             "connection per caller; each answer parsed and checked."),
         ]
         n.extend(text for keys, text in footnotes if any(k in self.r for k in keys))
         for key, text in self.b.notes.items():

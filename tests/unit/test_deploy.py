@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 PORT = 50051
+HTTP_PORT = 8080  # QUOTA_HTTP_PORT: the Connect protocol and downloads
 
 SETTING_VARS = {f"QUOTA_{f.name.upper()}": f for f in dataclasses.fields(Settings)}
 SECRET_VARS = {f"QUOTA_{name.upper()}" for name in SECRET_SETTINGS}
@@ -110,7 +111,9 @@ def test_deployment_shape() -> None:
     assert selects(spec["selector"], pod_labels())
     metrics_port = int(configmap_data()["QUOTA_METRICS_PORT"])
     assert container()["ports"] == [{"name": "grpc", "containerPort": PORT, "protocol": "TCP"},
-                                    {"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}]
+                                    {"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"},
+                                    {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}]
+    assert int(configmap_data()["QUOTA_HTTP_PORT"]) == HTTP_PORT
     res = container()["resources"]
     assert {"cpu", "memory"} <= set(res["requests"]) and {"cpu", "memory"} <= set(res["limits"])
 
@@ -127,8 +130,9 @@ def test_service_target_port_matches_container_port() -> None:
         assert port["name"] == "grpc" and port["port"] == PORT and port["appProtocol"] == "grpc"
         target = port["targetPort"]
         assert (ports[target] if isinstance(target, str) else target) == PORT
-        for p in extra:  # the metrics port, which servicemonitor.yaml scrapes by name
-            assert p["name"] == "metrics" and ports[p["targetPort"]] == int(configmap_data()["QUOTA_METRICS_PORT"])
+        setting = {"metrics": "QUOTA_METRICS_PORT", "http": "QUOTA_HTTP_PORT"}
+        for p in extra:  # the metrics port, which servicemonitor.yaml scrapes by name; the HTTP port
+            assert ports[p["targetPort"]] == int(configmap_data()[setting[p["name"]]])
 
 
 @pytest.mark.parametrize("probe", ["livenessProbe", "readinessProbe", "startupProbe"])
@@ -303,7 +307,8 @@ def test_compose_quota_service() -> None:
     for dep in ("redis", "postgres"):
         assert quota["depends_on"][dep] == {"condition": "service_healthy"}
         assert "healthcheck" in services[dep]
-    assert "50051:50051" in quota["ports"]
+    assert "50051:50051" in quota["ports"] and f"{HTTP_PORT}:{HTTP_PORT}" in quota["ports"]
+    assert env["QUOTA_HTTP_PORT"] == str(HTTP_PORT)
     pg_env = services["postgres"]["environment"]
     assert (pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"], pg_env["POSTGRES_DB"]) == ("quota",) * 3
     # compose's default stop timeout (10 s) would cut the service's graceful shutdown short
@@ -360,7 +365,7 @@ def test_dockerfile_entrypoint_port_and_host() -> None:
     final = final_stage()
     entrypoints = [rest for w, rest in final if w == "ENTRYPOINT"]
     assert entrypoints and yaml.safe_load(entrypoints[-1]) == ["quota-service"]  # exec form
-    assert any(w == "EXPOSE" and rest.split() == [str(PORT)] for w, rest in final)
+    assert any(w == "EXPOSE" and rest.split() == [str(PORT), str(HTTP_PORT)] for w, rest in final)
     env = " ".join(rest for w, rest in final if w == "ENV")
     assert "QUOTA_HOST=0.0.0.0" in env
     assert not any(w == "HEALTHCHECK" for w, _ in final)

@@ -68,3 +68,12 @@ def test_the_service_implements_every_rpc_of_the_generated_base() -> None:
     names = [m.name for m in quota_pb2.DESCRIPTOR.services_by_name["QuotaService"].methods]
     missing = [n for n in names if n not in vars(QuotaServicer)]
     assert names and missing == []
+
+
+def test_connect_code_routes_every_rpc() -> None:
+    """quota_connect.py (protoc-gen-connect-python, made by proto/generate.py) serves every RPC of the proto."""
+    from quota.v1 import quota_connect
+
+    source = Path(quota_connect.__file__).read_text()
+    for name in proto_rpcs():
+        assert f'"/quota.v1.QuotaService/{name}"' in source, name

@@ -20,7 +20,7 @@ def write(tmp_path: Path, name: str, text: str) -> str:
 
 def test_every_secret_setting_is_a_field_hidden_from_repr() -> None:
     names = {f.name: f for f in dataclasses.fields(Settings)}
-    assert set(SECRET_SETTINGS) == {"redis_url", "postgres_dsn", "page_token_secret", "bootstrap_admin_key"}
+    assert set(SECRET_SETTINGS) == {"redis_url", "postgres_dsn", "page_token_secret", "bootstrap_admin_key", "smtp_password"}
     for name in SECRET_SETTINGS:
         assert name in names and names[name].repr is False
     shown = repr(Settings(postgres_dsn=DSN, page_token_secret="p" * 40, bootstrap_admin_key="qk_ab12_" + "x" * 20))

@@ -7,6 +7,7 @@ under its proto name, enums map both ways, and nothing below the API layer impor
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import grpc
@@ -168,11 +169,27 @@ def test_r4_r5_transactions_and_statement() -> None:
 
 
 def test_qa6_alert_event_and_watch_request() -> None:
-    w = t.watch_alerts(pb.WatchAlertsRequest(org_id="org", after_event_id=9))
-    assert (w.account_id, w.org_id, w.after_event_id) == ("", "org", 9)
-    msg = t.alert_event_pb(AlertEvent(10, "acme", "org", "ai_dialog", 40, 1_000, 1_234, "k"))
+    w = t.watch_alerts(pb.WatchAlertsRequest(org_id="org", after_event_id=9, types=["alert.resolved"]))
+    assert (w.account_id, w.org_id, w.after_event_id, w.types) == ("", "org", 9, ("alert.resolved",))
+    data = {"account_id": "acme", "organization_id": "org", "meter": "ai_dialog", "threshold_pct_left": 40,
+            "cycle_start_ms": 1_000, "idempotency_key": "k", "notify": ["email"]}
+    msg = t.alert_event_pb(AlertEvent(10, "evt_01ABC", "alert.triggered", "acme", "org", 1_234, data))
     assert msg == pb.AlertEvent(event_id=10, account_id="acme", meter="ai_dialog", threshold_pct_left=40,
-                                cycle_start_ms=1_000, occurred_at_ms=1_234, idempotency_key="k")
+                                cycle_start_ms=1_000, occurred_at_ms=1_234, idempotency_key="k", id="evt_01ABC",
+                                type="alert.triggered", org_id="org",
+                                data_json=json.dumps(data, sort_keys=True, separators=(",", ":")))
+    assert json.loads(msg.data_json) == data
+
+
+def test_banners_in_meter_balances() -> None:
+    """Issue 12 item 5: a meter's notice from its percent left against its alert thresholds."""
+    meters = [model.BucketTotals("ai_dialog", 100, 85, 0, 15, 15.0), model.BucketTotals("bot", 10, 10, 0, 0, 0.0),
+              model.BucketTotals("seats", 10, 1, 0, 9, 90.0)]
+    low, out, fine = t.meters_pb(meters, {"ai_dialog": (20, 10, 0), "bot": (20,)})
+    assert (low.notice, low.notice_threshold_pct_left) == (pb.NOTICE_RUNNING_LOW, 20)
+    assert (out.notice, out.notice_threshold_pct_left) == (pb.NOTICE_RAN_OUT, 0)
+    assert (fine.notice, fine.notice_threshold_pct_left) == (pb.NOTICE_UNSPECIFIED, 0)
+    assert t.meters_pb(meters)[1].notice == pb.NOTICE_UNSPECIFIED  # without the thresholds: no banners
 
 
 def test_proto_types_are_imported_only_by_the_api_layer() -> None:

@@ -42,6 +42,12 @@ class AccountStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SUSPENDED: _ClassVar[AccountStatus]
     EXPIRED: _ClassVar[AccountStatus]
 
+class Notice(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NOTICE_UNSPECIFIED: _ClassVar[Notice]
+    NOTICE_RUNNING_LOW: _ClassVar[Notice]
+    NOTICE_RAN_OUT: _ClassVar[Notice]
+
 class ChangeTiming(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CHANGE_TIMING_UNSPECIFIED: _ClassVar[ChangeTiming]
@@ -67,6 +73,9 @@ ACCOUNT_STATUS_UNSPECIFIED: AccountStatus
 ACTIVE: AccountStatus
 SUSPENDED: AccountStatus
 EXPIRED: AccountStatus
+NOTICE_UNSPECIFIED: Notice
+NOTICE_RUNNING_LOW: Notice
+NOTICE_RAN_OUT: Notice
 CHANGE_TIMING_UNSPECIFIED: ChangeTiming
 AT_CYCLE_END: ChangeTiming
 NOW: ChangeTiming
@@ -253,20 +262,24 @@ class GrantBalance(_message.Message):
     def __init__(self, grant_id: _Optional[str] = ..., bucket: _Optional[str] = ..., source: _Optional[str] = ..., priority: _Optional[int] = ..., granted: _Optional[int] = ..., used: _Optional[int] = ..., held: _Optional[int] = ..., remaining: _Optional[int] = ..., overdraft_limit: _Optional[int] = ..., starts_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
 
 class MeterBalance(_message.Message):
-    __slots__ = ("bucket", "granted", "used", "held", "remaining", "remaining_pct")
+    __slots__ = ("bucket", "granted", "used", "held", "remaining", "remaining_pct", "notice", "notice_threshold_pct_left")
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     USED_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     REMAINING_PCT_FIELD_NUMBER: _ClassVar[int]
+    NOTICE_FIELD_NUMBER: _ClassVar[int]
+    NOTICE_THRESHOLD_PCT_LEFT_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     granted: int
     used: int
     held: int
     remaining: int
     remaining_pct: float
-    def __init__(self, bucket: _Optional[str] = ..., granted: _Optional[int] = ..., used: _Optional[int] = ..., held: _Optional[int] = ..., remaining: _Optional[int] = ..., remaining_pct: _Optional[float] = ...) -> None: ...
+    notice: Notice
+    notice_threshold_pct_left: int
+    def __init__(self, bucket: _Optional[str] = ..., granted: _Optional[int] = ..., used: _Optional[int] = ..., held: _Optional[int] = ..., remaining: _Optional[int] = ..., remaining_pct: _Optional[float] = ..., notice: _Optional[_Union[Notice, str]] = ..., notice_threshold_pct_left: _Optional[int] = ...) -> None: ...
 
 class Balance(_message.Message):
     __slots__ = ("account_id", "status", "meters", "grants", "as_of_ms", "cycle_start_ms", "cycle_end_ms")
@@ -383,7 +396,7 @@ class SetAccountStatusRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class Account(_message.Message):
-    __slots__ = ("account_id", "org_id", "time_zone", "status", "policies", "replayed", "owner_id")
+    __slots__ = ("account_id", "org_id", "time_zone", "status", "policies", "replayed", "owner_id", "billing_emails", "language")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
@@ -391,6 +404,8 @@ class Account(_message.Message):
     POLICIES_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    BILLING_EMAILS_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     org_id: str
     time_zone: str
@@ -398,7 +413,9 @@ class Account(_message.Message):
     policies: _containers.RepeatedCompositeFieldContainer[MeterPolicy]
     replayed: bool
     owner_id: str
-    def __init__(self, account_id: _Optional[str] = ..., org_id: _Optional[str] = ..., time_zone: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., policies: _Optional[_Iterable[_Union[MeterPolicy, _Mapping]]] = ..., replayed: _Optional[bool] = ..., owner_id: _Optional[str] = ...) -> None: ...
+    billing_emails: _containers.RepeatedScalarFieldContainer[str]
+    language: str
+    def __init__(self, account_id: _Optional[str] = ..., org_id: _Optional[str] = ..., time_zone: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., policies: _Optional[_Iterable[_Union[MeterPolicy, _Mapping]]] = ..., replayed: _Optional[bool] = ..., owner_id: _Optional[str] = ..., billing_emails: _Optional[_Iterable[str]] = ..., language: _Optional[str] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("account_id", "product", "plan", "interval", "starts_at_ms", "idempotency_key", "packs")
@@ -813,17 +830,19 @@ class AccountPage(_message.Message):
     def __init__(self, accounts: _Optional[_Iterable[_Union[AccountOverview, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchAlertsRequest(_message.Message):
-    __slots__ = ("account_id", "org_id", "after_event_id")
+    __slots__ = ("account_id", "org_id", "after_event_id", "types")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPES_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     org_id: str
     after_event_id: int
-    def __init__(self, account_id: _Optional[str] = ..., org_id: _Optional[str] = ..., after_event_id: _Optional[int] = ...) -> None: ...
+    types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, account_id: _Optional[str] = ..., org_id: _Optional[str] = ..., after_event_id: _Optional[int] = ..., types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AlertEvent(_message.Message):
-    __slots__ = ("event_id", "account_id", "meter", "threshold_pct_left", "cycle_start_ms", "occurred_at_ms", "idempotency_key")
+    __slots__ = ("event_id", "account_id", "meter", "threshold_pct_left", "cycle_start_ms", "occurred_at_ms", "idempotency_key", "id", "type", "org_id", "data_json")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     METER_FIELD_NUMBER: _ClassVar[int]
@@ -831,6 +850,10 @@ class AlertEvent(_message.Message):
     CYCLE_START_MS_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_JSON_FIELD_NUMBER: _ClassVar[int]
     event_id: int
     account_id: str
     meter: str
@@ -838,7 +861,11 @@ class AlertEvent(_message.Message):
     cycle_start_ms: int
     occurred_at_ms: int
     idempotency_key: str
-    def __init__(self, event_id: _Optional[int] = ..., account_id: _Optional[str] = ..., meter: _Optional[str] = ..., threshold_pct_left: _Optional[int] = ..., cycle_start_ms: _Optional[int] = ..., occurred_at_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    id: str
+    type: str
+    org_id: str
+    data_json: str
+    def __init__(self, event_id: _Optional[int] = ..., account_id: _Optional[str] = ..., meter: _Optional[str] = ..., threshold_pct_left: _Optional[int] = ..., cycle_start_ms: _Optional[int] = ..., occurred_at_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., id: _Optional[str] = ..., type: _Optional[str] = ..., org_id: _Optional[str] = ..., data_json: _Optional[str] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
     __slots__ = ("account_id", "page_size", "after_account_id")
@@ -885,3 +912,231 @@ class VerifyPage(_message.Message):
     rebuilt: _containers.RepeatedScalarFieldContainer[str]
     last_account_id: str
     def __init__(self, accounts: _Optional[int] = ..., grants: _Optional[int] = ..., differences: _Optional[_Iterable[_Union[VerifyDifference, _Mapping]]] = ..., in_flight: _Optional[_Iterable[str]] = ..., rebuilt: _Optional[_Iterable[str]] = ..., last_account_id: _Optional[str] = ...) -> None: ...
+
+class WebhookEndpoint(_message.Message):
+    __slots__ = ("endpoint_id", "account_id", "org_id", "url", "event_types", "description", "enabled", "disabled_reason", "created_at_ms", "updated_at_ms", "previous_secret_until_ms")
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SECRET_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    account_id: str
+    org_id: str
+    url: str
+    event_types: _containers.RepeatedScalarFieldContainer[str]
+    description: str
+    enabled: bool
+    disabled_reason: str
+    created_at_ms: int
+    updated_at_ms: int
+    previous_secret_until_ms: int
+    def __init__(self, endpoint_id: _Optional[str] = ..., account_id: _Optional[str] = ..., org_id: _Optional[str] = ..., url: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., enabled: _Optional[bool] = ..., disabled_reason: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., previous_secret_until_ms: _Optional[int] = ...) -> None: ...
+
+class CreateWebhookEndpointRequest(_message.Message):
+    __slots__ = ("account_id", "org_id", "url", "event_types", "description", "idempotency_key")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    org_id: str
+    url: str
+    event_types: _containers.RepeatedScalarFieldContainer[str]
+    description: str
+    idempotency_key: str
+    def __init__(self, account_id: _Optional[str] = ..., org_id: _Optional[str] = ..., url: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class CreateWebhookEndpointResponse(_message.Message):
+    __slots__ = ("endpoint", "secret", "replayed")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    endpoint: WebhookEndpoint
+    secret: str
+    replayed: bool
+    def __init__(self, endpoint: _Optional[_Union[WebhookEndpoint, _Mapping]] = ..., secret: _Optional[str] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class ListWebhookEndpointsRequest(_message.Message):
+    __slots__ = ("account_id", "org_id", "page_size", "page_token")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    org_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, account_id: _Optional[str] = ..., org_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListWebhookEndpointsResponse(_message.Message):
+    __slots__ = ("endpoints", "next_page_token")
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    endpoints: _containers.RepeatedCompositeFieldContainer[WebhookEndpoint]
+    next_page_token: str
+    def __init__(self, endpoints: _Optional[_Iterable[_Union[WebhookEndpoint, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class SetWebhookEndpointEnabledRequest(_message.Message):
+    __slots__ = ("endpoint_id", "enabled", "idempotency_key")
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    enabled: bool
+    idempotency_key: str
+    def __init__(self, endpoint_id: _Optional[str] = ..., enabled: _Optional[bool] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class SetWebhookEndpointEnabledResponse(_message.Message):
+    __slots__ = ("endpoint", "replayed")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    endpoint: WebhookEndpoint
+    replayed: bool
+    def __init__(self, endpoint: _Optional[_Union[WebhookEndpoint, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class RotateWebhookSecretRequest(_message.Message):
+    __slots__ = ("endpoint_id", "grace_seconds", "idempotency_key")
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    grace_seconds: int
+    idempotency_key: str
+    def __init__(self, endpoint_id: _Optional[str] = ..., grace_seconds: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class RotateWebhookSecretResponse(_message.Message):
+    __slots__ = ("endpoint", "secret", "replayed")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    endpoint: WebhookEndpoint
+    secret: str
+    replayed: bool
+    def __init__(self, endpoint: _Optional[_Union[WebhookEndpoint, _Mapping]] = ..., secret: _Optional[str] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class DeleteWebhookEndpointRequest(_message.Message):
+    __slots__ = ("endpoint_id", "idempotency_key")
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    idempotency_key: str
+    def __init__(self, endpoint_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class DeleteWebhookEndpointResponse(_message.Message):
+    __slots__ = ("endpoint_id", "replayed")
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    replayed: bool
+    def __init__(self, endpoint_id: _Optional[str] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class SetBillingContactsRequest(_message.Message):
+    __slots__ = ("account_id", "emails", "language", "idempotency_key")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    EMAILS_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    emails: _containers.RepeatedScalarFieldContainer[str]
+    language: str
+    idempotency_key: str
+    def __init__(self, account_id: _Optional[str] = ..., emails: _Optional[_Iterable[str]] = ..., language: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class ListDeliveriesRequest(_message.Message):
+    __slots__ = ("endpoint_id", "account_id", "page_size", "page_token")
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    account_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, endpoint_id: _Optional[str] = ..., account_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDeliveriesResponse(_message.Message):
+    __slots__ = ("deliveries", "next_page_token")
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
+    next_page_token: str
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Delivery(_message.Message):
+    __slots__ = ("delivery_id", "event_id", "event_type", "account_id", "channel", "endpoint_id", "recipient", "status", "attempt_count", "next_attempt_at_ms", "last_status_code", "last_error", "created_at_ms", "delivered_at_ms", "attempts")
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    delivery_id: int
+    event_id: str
+    event_type: str
+    account_id: str
+    channel: str
+    endpoint_id: str
+    recipient: str
+    status: str
+    attempt_count: int
+    next_attempt_at_ms: int
+    last_status_code: int
+    last_error: str
+    created_at_ms: int
+    delivered_at_ms: int
+    attempts: _containers.RepeatedCompositeFieldContainer[DeliveryAttempt]
+    def __init__(self, delivery_id: _Optional[int] = ..., event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., account_id: _Optional[str] = ..., channel: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., recipient: _Optional[str] = ..., status: _Optional[str] = ..., attempt_count: _Optional[int] = ..., next_attempt_at_ms: _Optional[int] = ..., last_status_code: _Optional[int] = ..., last_error: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., delivered_at_ms: _Optional[int] = ..., attempts: _Optional[_Iterable[_Union[DeliveryAttempt, _Mapping]]] = ...) -> None: ...
+
+class DeliveryAttempt(_message.Message):
+    __slots__ = ("attempted_at_ms", "status_code", "latency_ms", "response", "error", "outcome")
+    ATTEMPTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    attempted_at_ms: int
+    status_code: int
+    latency_ms: int
+    response: str
+    error: str
+    outcome: str
+    def __init__(self, attempted_at_ms: _Optional[int] = ..., status_code: _Optional[int] = ..., latency_ms: _Optional[int] = ..., response: _Optional[str] = ..., error: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
+
+class ReplayDeliveriesRequest(_message.Message):
+    __slots__ = ("delivery_id", "endpoint_id", "since_event_id", "idempotency_key")
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    delivery_id: int
+    endpoint_id: str
+    since_event_id: str
+    idempotency_key: str
+    def __init__(self, delivery_id: _Optional[int] = ..., endpoint_id: _Optional[str] = ..., since_event_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class ReplayDeliveriesResponse(_message.Message):
+    __slots__ = ("deliveries", "replayed")
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    deliveries: int
+    replayed: bool
+    def __init__(self, deliveries: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...

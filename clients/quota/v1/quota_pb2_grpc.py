@@ -159,6 +159,46 @@ class QuotaServiceStub:
                 request_serializer=quota_dot_v1_dot_quota__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=quota_dot_v1_dot_quota__pb2.VerifyPage.FromString,
                 _registered_method=True)
+        self.CreateWebhookEndpoint = channel.unary_unary(
+                '/quota.v1.QuotaService/CreateWebhookEndpoint',
+                request_serializer=quota_dot_v1_dot_quota__pb2.CreateWebhookEndpointRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.CreateWebhookEndpointResponse.FromString,
+                _registered_method=True)
+        self.ListWebhookEndpoints = channel.unary_unary(
+                '/quota.v1.QuotaService/ListWebhookEndpoints',
+                request_serializer=quota_dot_v1_dot_quota__pb2.ListWebhookEndpointsRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.ListWebhookEndpointsResponse.FromString,
+                _registered_method=True)
+        self.SetWebhookEndpointEnabled = channel.unary_unary(
+                '/quota.v1.QuotaService/SetWebhookEndpointEnabled',
+                request_serializer=quota_dot_v1_dot_quota__pb2.SetWebhookEndpointEnabledRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.SetWebhookEndpointEnabledResponse.FromString,
+                _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/quota.v1.QuotaService/RotateWebhookSecret',
+                request_serializer=quota_dot_v1_dot_quota__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.RotateWebhookSecretResponse.FromString,
+                _registered_method=True)
+        self.DeleteWebhookEndpoint = channel.unary_unary(
+                '/quota.v1.QuotaService/DeleteWebhookEndpoint',
+                request_serializer=quota_dot_v1_dot_quota__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.DeleteWebhookEndpointResponse.FromString,
+                _registered_method=True)
+        self.SetBillingContacts = channel.unary_unary(
+                '/quota.v1.QuotaService/SetBillingContacts',
+                request_serializer=quota_dot_v1_dot_quota__pb2.SetBillingContactsRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.Account.FromString,
+                _registered_method=True)
+        self.ListDeliveries = channel.unary_unary(
+                '/quota.v1.QuotaService/ListDeliveries',
+                request_serializer=quota_dot_v1_dot_quota__pb2.ListDeliveriesRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.ListDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeliveries = channel.unary_unary(
+                '/quota.v1.QuotaService/ReplayDeliveries',
+                request_serializer=quota_dot_v1_dot_quota__pb2.ReplayDeliveriesRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.ReplayDeliveriesResponse.FromString,
+                _registered_method=True)
 
 
 class QuotaServiceServicer:
@@ -354,6 +394,72 @@ class QuotaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateWebhookEndpoint(self, request, context):
+        """Webhook endpoints (role admin; an organization's endpoints need a key for the whole organization):
+        where the events of an account, or of every account of an organization, are POSTed, signed per
+        the Standard Webhooks specification. The URL must be https:// and resolve to public addresses only
+        (INVALID_ARGUMENT naming url otherwise) unless the service allows others (QUOTA_WEBHOOK_ALLOW_PRIVATE).
+        The signing secret is in the answer that makes it and nowhere else: never listed, never logged,
+        and a replay of the request (same idempotency key) answers without it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookEndpoints(self, request, context):
+        """The endpoints of an account, of an organization, or every endpoint; without their secrets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetWebhookEndpointEnabled(self, request, context):
+        """Enable or disable an endpoint: a disabled endpoint gets no new deliveries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookSecret(self, request, context):
+        """A new signing secret, shown in this answer only; the old one keeps signing alongside it (both
+        signatures in webhook-signature) for grace_seconds, so receivers can switch without a gap.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhookEndpoint(self, request, context):
+        """Delete an endpoint, with its deliveries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBillingContacts(self, request, context):
+        """Set the billing contacts of an account (role admin): the addresses its email notices go to, and
+        their language.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeliveries(self, request, context):
+        """The deliveries of an endpoint's or an account's events (role admin), oldest first, each with its
+        attempts: when, HTTP status, latency and the first 1 KB of the answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeliveries(self, request, context):
+        """Send again (role admin): one delivery, or every event of an endpoint from an event on (events
+        made while the endpoint was disabled included), each under its own event id, in order, with a
+        new retry window. The endpoint must be enabled (FAILED_PRECONDITION otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuotaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -481,6 +587,46 @@ def add_QuotaServiceServicer_to_server(servicer, server):
                     servicer.Verify,
                     request_deserializer=quota_dot_v1_dot_quota__pb2.VerifyRequest.FromString,
                     response_serializer=quota_dot_v1_dot_quota__pb2.VerifyPage.SerializeToString,
+            ),
+            'CreateWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhookEndpoint,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.CreateWebhookEndpointRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.CreateWebhookEndpointResponse.SerializeToString,
+            ),
+            'ListWebhookEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookEndpoints,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.ListWebhookEndpointsRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.ListWebhookEndpointsResponse.SerializeToString,
+            ),
+            'SetWebhookEndpointEnabled': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetWebhookEndpointEnabled,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.SetWebhookEndpointEnabledRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.SetWebhookEndpointEnabledResponse.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.RotateWebhookSecretResponse.SerializeToString,
+            ),
+            'DeleteWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhookEndpoint,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.DeleteWebhookEndpointRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.DeleteWebhookEndpointResponse.SerializeToString,
+            ),
+            'SetBillingContacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBillingContacts,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.SetBillingContactsRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.Account.SerializeToString,
+            ),
+            'ListDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveries,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.ListDeliveriesRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.ListDeliveriesResponse.SerializeToString,
+            ),
+            'ReplayDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeliveries,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.ReplayDeliveriesRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.ReplayDeliveriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1158,6 +1304,222 @@ class QuotaService:
             '/quota.v1.QuotaService/Verify',
             quota_dot_v1_dot_quota__pb2.VerifyRequest.SerializeToString,
             quota_dot_v1_dot_quota__pb2.VerifyPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/CreateWebhookEndpoint',
+            quota_dot_v1_dot_quota__pb2.CreateWebhookEndpointRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.CreateWebhookEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/ListWebhookEndpoints',
+            quota_dot_v1_dot_quota__pb2.ListWebhookEndpointsRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.ListWebhookEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetWebhookEndpointEnabled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/SetWebhookEndpointEnabled',
+            quota_dot_v1_dot_quota__pb2.SetWebhookEndpointEnabledRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.SetWebhookEndpointEnabledResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/RotateWebhookSecret',
+            quota_dot_v1_dot_quota__pb2.RotateWebhookSecretRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.RotateWebhookSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/DeleteWebhookEndpoint',
+            quota_dot_v1_dot_quota__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.DeleteWebhookEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBillingContacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/SetBillingContacts',
+            quota_dot_v1_dot_quota__pb2.SetBillingContactsRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/ListDeliveries',
+            quota_dot_v1_dot_quota__pb2.ListDeliveriesRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.ListDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/ReplayDeliveries',
+            quota_dot_v1_dot_quota__pb2.ReplayDeliveriesRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.ReplayDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich.console import RenderableType
 
-from quota_client.cli import catalogue, chart, jsonout, render, streams
+from quota_client.cli import catalogue, chart, deliveries, jsonout, render, streams, webhooks
 from quota_client.cli.commands import COMMANDS
 from quota_client.cli.parse import UsageError, build, check_command
 from quota_client.client import AsyncQuotaClient, QuotaClientError
@@ -75,6 +75,12 @@ async def run(args: argparse.Namespace) -> tuple[Any, list[RenderableType]]:
 
 
 async def _human(c: AsyncQuotaClient, args: argparse.Namespace, result: Any) -> list[RenderableType]:
+    hooks = webhooks.show(result)
+    if hooks is not None:
+        return hooks
+    sent = deliveries.show(result)
+    if sent is not None:
+        return sent
     if isinstance(result, Account):
         return render.show_account(result)
     if isinstance(result, AccountPage):

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from quota_client.cli import streams
+from quota_client.cli import deliveries, streams, webhooks
 from quota_client.cli.parse import Builder, duration_ms, pack, pair, when_ms
 from quota_client.client import AsyncQuotaClient
 from quota_client.results import MeterPolicy
@@ -307,6 +307,9 @@ def a_alerts(p: argparse.ArgumentParser) -> None:
     p.add_argument("account_id", nargs="?", default="", help="one account (or --org)")
     p.add_argument("--org", default="", help="every account of an organization")
     p.add_argument("--after", type=int, default=0, help="resume after this event id")
+    p.add_argument("--type", dest="types", action="append", default=[], metavar="TYPE",
+                   help="event type to show, repeatable: alert.triggered (the default), alert.resolved, "
+                        "balance.topped_up, cycle.rolled, plan.changed, account.status_changed")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events as they happen")
     p.add_argument("--limit", type=int, default=0, help="stop after this many events")
     p.add_argument("--idle", type=float, default=2.0,
@@ -359,5 +362,11 @@ COMMANDS: list[tuple[str, str, Builder, Handler | None]] = [
     ("accounts", "every account of an organization", a_accounts, accounts),
     ("alerts", "alert events of an account or organization (--follow: as they happen)", a_alerts, None),
     ("verify", "check that balances equal the ledger (exit 1: a difference)", a_verify, verify),
+    ("webhooks", "webhook endpoints: create, list, disable, enable, rotate, delete", webhooks.a_webhooks,
+     webhooks.webhooks),
+    ("contacts", "set an account's billing contacts (--email) and their language", webhooks.a_contacts,
+     webhooks.contacts),
+    ("deliveries", "deliveries of events to webhooks and email: list, replay", deliveries.a_deliveries,
+     deliveries.deliveries),
     ("keys", "API keys: create, list, revoke (directly in Postgres, as quota-service keys)", a_keys, None),
 ]

@@ -6,6 +6,7 @@ Tables go to a terminal at its width; into a pipe or a file they are as wide as 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -150,6 +151,7 @@ def show_account(a: Account) -> list[RenderableType]:
     policies = ", ".join(p.meter for p in a.policies) or "-"
     return [record([("account", a.account_id), ("organization", a.org_id or "-"), ("owner", a.owner_id or "-"),
                     ("status", a.status), ("time zone", a.time_zone), ("meters", policies),
+                    ("billing contacts", ", ".join(a.billing_emails) or "-"), ("language", a.language),
                     ("replayed", "yes" if a.replayed else "no")])]
 
 
@@ -262,6 +264,26 @@ ALERT_HEADER = ["event", "time", "account", "meter", "threshold"]
 
 
 def alert_row(event: Any, zone: tzinfo) -> list[str]:
-    """An AlertEvent as a row: the threshold is percent of the meter left (0: ran out)."""
+    """An event as a row: for an alert the threshold, percent of the meter left (0: ran out); for the
+    other types what happened."""
+    return [str(event.event_id), iso(event.occurred_at_ms, zone), event.account_id, event.meter or "-",
+            event_summary(event)]
+
+
+def event_summary(event: Any) -> str:
     threshold = "ran out" if event.threshold_pct_left == 0 else f"{event.threshold_pct_left}% left"
-    return [str(event.event_id), iso(event.occurred_at_ms, zone), event.account_id, event.meter, threshold]
+    if event.type in ("", "alert.triggered"):
+        return threshold
+    data = json.loads(event.data_json or "{}")
+    match event.type:
+        case "alert.resolved":
+            return f"resolved: {threshold} (now {data.get('percent_left', 0)}% left)"
+        case "balance.topped_up":
+            return f"topped up {data.get('amount')} {data.get('currency') or ''} ({data.get('source')})".replace("  ", " ")
+        case "cycle.rolled":
+            return f"cycle {data.get('cycle')} began"
+        case "plan.changed":
+            return f"plan {data.get('from_plan')} -> {data.get('to_plan')} ({data.get('when')})"
+        case "account.status_changed":
+            return f"status {data.get('from_status')} -> {data.get('to_status')}"
+    return str(event.type)

@@ -63,7 +63,8 @@ async def _events(c: AsyncQuotaClient, args: argparse.Namespace) -> AsyncIterato
     all sent once the stream has been quiet for --idle seconds (the API sends no 'caught up' marker)."""
     # an async generator: closed below so that the call is cancelled at once, not when collected
     stream = cast(AsyncGenerator[Any, None],
-                  c.watch_alerts(account_id=args.account_id or "", org_id=args.org, after_event_id=args.after))
+                  c.watch_alerts(account_id=args.account_id or "", org_id=args.org, after_event_id=args.after,
+                                 types=args.types))
     seen = 0
     try:
         while not args.limit or seen < args.limit:

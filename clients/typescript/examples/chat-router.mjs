@@ -31,8 +31,8 @@ export async function routeMessage(quota, accountId, message) {
   return `${message.id} ${message.roomId}: no AI answer (${reason})`;
 }
 
-async function main(target, accountId) {
-  const quota = new QuotaClient({ target, timeoutMs: 5000 });
+async function main(target, accountId, protocol) {
+  const quota = new QuotaClient({ target, protocol, timeoutMs: 5000 });
   try {
     // the plan: AI dialogs hand the chat to an agent when they run out; two dialogs bought
     await quota.createAccount(accountId, {
@@ -50,6 +50,7 @@ async function main(target, accountId) {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const [target = "127.0.0.1:50051", accountId = `acme-${Date.now()}`] = process.argv.slice(2);
-  await main(target, accountId);
+  // protocol: "grpc" (target: the gRPC port) or "connect" (target: the HTTP port, e.g. 127.0.0.1:8080)
+  const [target = "127.0.0.1:50051", accountId = `acme-${Date.now()}`, protocol = "grpc"] = process.argv.slice(2);
+  await main(target, accountId, protocol);
 }

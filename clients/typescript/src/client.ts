@@ -25,6 +25,7 @@ import {
   type Decision,
   type TopUpResponse,
 } from "./gen/quota/v1/quota_pb.js";
+import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 import { createTransport, type Protocol } from "./transport.js";
 
 /** A whole number: a safe-integer `number` or a `bigint` (64-bit fields are bigint on the wire side). */
@@ -112,11 +113,18 @@ export interface CreateAccountOptions extends KeyedOptions {
   policies?: MeterPolicyInit[];
 }
 
-/** An RPC failed: `code` is the status code (connect's Code), `codeName` its gRPC name, `details` the server's message. */
+/**
+ * An RPC failed: `code` is the status code (connect's Code), `codeName` its gRPC name, `details` the
+ * server's message. `reason` is the error's google.rpc.ErrorInfo reason (INVALID_FIELD,
+ * UNAUTHENTICATED, BACKEND_UNAVAILABLE, IDEMPOTENCY_MISMATCH ...; "" when the server sent none) and
+ * `fieldViolations` the google.rpc.BadRequest fields at fault, read from the error's details.
+ */
 export class QuotaClientError extends Error {
   readonly code: Code;
   readonly codeName: string;
   readonly details: string;
+  readonly reason: string;
+  readonly fieldViolations: ReadonlyArray<{ field: string; description: string }>;
 
   constructor(cause: ConnectError) {
     const codeName = grpcCodeName(cause.code);
@@ -125,6 +133,10 @@ export class QuotaClientError extends Error {
     this.code = cause.code;
     this.codeName = codeName;
     this.details = cause.rawMessage;
+    this.reason = cause.findDetails(ErrorInfoSchema)[0]?.reason ?? "";
+    this.fieldViolations = cause
+      .findDetails(BadRequestSchema)
+      .flatMap((bad) => bad.fieldViolations.map((v) => ({ field: v.field, description: v.description })));
   }
 }
 

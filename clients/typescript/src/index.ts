@@ -25,4 +25,5 @@ export {
 } from "./client.js";
 export { baseUrlOf, createTransport, type OwnedTransport, type Protocol } from "./transport.js";
 export * from "./gen/quota/v1/quota_pb.js";
+export { BadRequestSchema, ErrorInfoSchema, type BadRequest, type ErrorInfo } from "./gen/google/rpc/error_details_pb.js";
 export { Code } from "@connectrpc/connect";

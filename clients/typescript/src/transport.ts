@@ -1,7 +1,7 @@
 /**
- * The transport under the client: gRPC over HTTP/2 today (the service's gRPC port), the Connect
- * protocol once the service serves it on its HTTP port. Switching is one option, `protocol`, or
- * the caller's own Connect transport.
+ * The transport under the client: gRPC over HTTP/2 (the service's gRPC port), or the Connect
+ * protocol (its HTTP port, QUOTA_HTTP_PORT). Switching is one option, `protocol`, or the caller's
+ * own Connect transport.
  */
 
 import type { Transport } from "@connectrpc/connect";

@@ -1,6 +1,7 @@
 // The client against a real server: tests/e2e/test_typescript_client.py starts one (real Valkey and
 // Postgres, API keys checked) and runs these with QUOTA_TARGET ("host:port") and QUOTA_API_KEY (an
-// admin key) in the environment.
+// admin key) in the environment, once over gRPC and once over the Connect protocol (QUOTA_PROTOCOL
+// "connect", QUOTA_TARGET the HTTP port).
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -12,11 +13,12 @@ import { promisify } from "node:util";
 import { DecisionStatus, DenyReason, ExhaustedAction, QuotaClient, QuotaClientError } from "@chat-quota/client";
 
 const target = process.env.QUOTA_TARGET ?? "";
+const protocol = process.env.QUOTA_PROTOCOL || "grpc";
 let quota;
 
 before(() => {
   assert.ok(target, "QUOTA_TARGET (host:port of a running service) and QUOTA_API_KEY must be set");
-  quota = new QuotaClient({ target, timeoutMs: 10_000 });
+  quota = new QuotaClient({ target, protocol, timeoutMs: 10_000 });
 });
 
 after(() => quota.close());
@@ -103,16 +105,22 @@ test("bad input is INVALID_ARGUMENT naming the field", async () => {
   const err = await failure(quota.consume(id, "ai_dialog", 0));
   assert.equal(err.codeName, "INVALID_ARGUMENT");
   assert.match(err.details, /amount/);
+  // the google.rpc details: ErrorInfo's reason and BadRequest's field, without parsing the message
+  assert.equal(err.reason, "INVALID_FIELD");
+  assert.deepEqual(err.fieldViolations.map((v) => v.field), ["amount"]);
   const bad = await failure(quota.consume("no spaces allowed", "ai_dialog", 1));
   assert.equal(bad.codeName, "INVALID_ARGUMENT");
   assert.match(bad.details, /account_id/);
+  assert.deepEqual(bad.fieldViolations.map((v) => v.field), ["account_id"]);
 });
 
 test("without an API key the service answers UNAUTHENTICATED", async () => {
-  const anonymous = new QuotaClient({ target, apiKey: "" });
+  const anonymous = new QuotaClient({ target, protocol, apiKey: "" });
   try {
     const err = await failure(anonymous.getBalance("anyone"));
     assert.equal(err.codeName, "UNAUTHENTICATED");
+    assert.equal(err.reason, "UNAUTHENTICATED");
+    assert.deepEqual(err.fieldViolations, []);
   } finally {
     anonymous.close();
   }
@@ -123,7 +131,7 @@ test("a service that cannot be reached is UNAVAILABLE once the retries are spent
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address();
   await new Promise((resolve) => server.close(resolve));  // nothing listens there any more
-  const down = new QuotaClient({ target: `127.0.0.1:${port}`, retries: 2, backoffMs: 1, timeoutMs: 10_000 });
+  const down = new QuotaClient({ target: `127.0.0.1:${port}`, protocol, retries: 2, backoffMs: 1, timeoutMs: 10_000 });
   try {
     const err = await failure(down.consume("acme", "ai_dialog", 1));
     assert.equal(err.codeName, "UNAVAILABLE");
@@ -135,7 +143,7 @@ test("a service that cannot be reached is UNAVAILABLE once the retries are spent
 test("the chat-router example hands the chat to an agent when AI dialogs run out", async () => {
   const example = fileURLToPath(new URL("../examples/chat-router.mjs", import.meta.url));
   const id = `ts-${randomUUID().slice(0, 12)}`;
-  const { stdout } = await promisify(execFile)(process.execPath, [example, target, id], { timeout: 60_000 });
+  const { stdout } = await promisify(execFile)(process.execPath, [example, target, id, protocol], { timeout: 60_000 });
   assert.deepEqual(stdout.trim().split("\n"), [
     "m1 r-17: AI answers (1 dialog left)",
     "m2 r-17: AI answers (0 dialogs left)",

@@ -1,12 +1,17 @@
 """One interceptor around every RPC: authenticate, apply the caller's budget, trace, map errors.
 
-Errors map to status codes in one place: invalid input -> INVALID_ARGUMENT, unknown thing ->
+Errors map to status codes in one place (the table in api/errors.py, which also gives each its
+google.rpc.Status details): invalid input -> INVALID_ARGUMENT, unknown thing ->
 NOT_FOUND, state conflict -> FAILED_PRECONDITION, idempotency mismatch -> ALREADY_EXISTS, no or bad
 credential -> UNAUTHENTICATED, role or scope -> PERMISSION_DENIED, over budget ->
 RESOURCE_EXHAUSTED, backend down -> UNAVAILABLE, anything else -> INTERNAL with a log line (never
 UNKNOWN). Bytes that are not a valid request message (truncated, garbage, invalid UTF-8 in a string,
 nested too deeply) are INVALID_ARGUMENT too: the interceptor decodes every request itself, so a
 decoding error never reaches gRPC's own handling (which would answer UNKNOWN).
+
+Calls over the Connect protocol (the HTTP port, api/connect.py) run through the same `unary_call`
+and `streamed_call`, so both protocols share authentication, budgets, deadlines, errors, metrics
+and traces.
 """
 
 from __future__ import annotations
@@ -20,32 +25,15 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from grpc_status import rpc_status
 
 from quota_service import auth, deadline, errors, telemetry
 from quota_service.api import overload
-from quota_service.api.overload import Budgets, ResourceExhausted
+from quota_service.api.errors import failure_for, status_for, to_rpc_status
+from quota_service.api.overload import Budgets
 
 log = logging.getLogger(__name__)
 SERVICE = "quota.v1.QuotaService"
-
-_CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
-    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
-    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.IdempotencyMismatch, grpc.StatusCode.ALREADY_EXISTS),
-    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (auth.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (auth.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-]
-
-
-def status_for(exc: BaseException) -> grpc.StatusCode:
-    for kind, code in _CODES:
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
 
 
 class Malformed:
@@ -146,7 +134,8 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         remaining = context.time_remaining()
         if remaining is None:
             if self.require_deadline:
-                raise errors.InvalidArgument("deadline", "every call must set a deadline (grpc-timeout)")
+                raise errors.InvalidArgument("deadline", "every call must set a deadline (grpc-timeout; "
+                                                        "connect-timeout-ms over Connect)")
             return self.max_call_s
         return min(float(remaining), self.max_call_s)
 
@@ -173,11 +162,11 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         return principal.key_id if self.keys is not None else (context.peer() or "peer").rsplit(":", 1)[0]
 
     async def _fail(self, context: aio.ServicerContext, method: str, exc: BaseException) -> None:
-        code = status_for(exc)
-        if code == grpc.StatusCode.INTERNAL:
+        """The exception as the call's status, with its google.rpc.Status details (api/errors.py)."""
+        failure = failure_for(exc)
+        if failure.code == grpc.StatusCode.INTERNAL:
             log.error("internal error", exc_info=exc, extra={"method": method})
-            await context.abort(code, "internal error; the service logged the cause")
-        await context.abort(code, str(exc))
+        await context.abort_with_status(rpc_status.to_status(to_rpc_status(failure)))
 
     async def intercept_service(
         self,
@@ -193,13 +182,13 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         decode = tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary), request_deserializer=decode,
+                self.unary_call(method, handler.unary_unary), request_deserializer=decode,
                 response_serializer=handler.response_serializer)
         if handler.unary_stream is not None:
             inner_out = handler.unary_stream
 
             async def out_stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-                async for item in self._streamed(method, lambda: inner_out(well_formed(request), context), context):
+                async for item in self.streamed_call(method, lambda: inner_out(well_formed(request), context), context):
                     yield item
 
             return grpc.unary_stream_rpc_method_handler(out_stream, request_deserializer=decode,
@@ -208,7 +197,7 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             inner_stream = handler.stream_stream
 
             async def stream(requests: AsyncIterator[Any], context: aio.ServicerContext) -> AsyncIterator[Any]:
-                async for item in self._streamed(
+                async for item in self.streamed_call(
                         method, lambda: inner_stream(well_formed_stream(requests), context), context):
                     yield item
 
@@ -216,9 +205,12 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                                                          response_serializer=handler.response_serializer)
         return handler
 
-    def _unary(self, method: str, inner: Callable[[Any, aio.ServicerContext], Awaitable[Any]]
+    def unary_call(self, method: str, inner: Callable[[Any, aio.ServicerContext], Awaitable[Any]]
                ) -> Callable[[Any, aio.ServicerContext], Awaitable[Any]]:
-        """A unary call with authentication, its budget (one token per item), a time limit, a trace and errors."""
+        """A unary call with authentication, its budget (one token per item), a time limit, a trace and errors.
+
+        The one call core of both surfaces: a gRPC call, or a Connect call (api/connect.py, whose
+        context answers the same questions: metadata, time remaining, peer, abort)."""
 
         async def unary(request: Any, context: aio.ServicerContext) -> Any:
             start = time.perf_counter()
@@ -264,7 +256,7 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         outcome.code, outcome.message = status_for(exc), str(exc)
         await self._fail(context, method, exc)
 
-    async def _streamed(self, method: str, answers: Callable[[], AsyncIterator[Any]],
+    async def streamed_call(self, method: str, answers: Callable[[], AsyncIterator[Any]],
                         context: aio.ServicerContext) -> AsyncIterator[Any]:
         """A streaming call's answers, with the same authentication, trace and errors; the stream takes
         one of the caller's stream slots (not a unary one), and its items are charged as they come."""

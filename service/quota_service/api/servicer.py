@@ -16,11 +16,13 @@ from quota.v1 import quota_pb2_grpc as pb_grpc
 from quota_service import auth
 from quota_service.api import overload
 from quota_service.api import translate as t
-from quota_service.api.interceptors import status_for
+from quota_service.api.errors import status_for
 from quota_service.app.accounts import Admin
 from quota_service.app.alerts import AlertFeed
+from quota_service.app.deliveries import Deliveries
 from quota_service.app.reserve import HotPath, ReserveRequest
 from quota_service.app.subscriptions import Subscriptions
+from quota_service.app.webhooks import Webhooks
 from quota_service.catalogue.top_ups import NotSelfService
 from quota_service.domain import validation as v
 from quota_service.errors import FailedPrecondition, InvalidArgument, NotFound, QuotaError, StorageError
@@ -35,7 +37,8 @@ MAX_STREAM_IN_FLIGHT = 256  # requests of one stream decided at once; the stream
 class QuotaServicer(pb_grpc.QuotaServiceServicer):
     def __init__(self, hot: HotPath, admin: Admin, keys: auth.KeyStore | None = None,
                  subscriptions: Subscriptions | None = None, usage: UsageReports | None = None,
-                 accounts: AccountReports | None = None, alerts: AlertFeed | None = None) -> None:
+                 accounts: AccountReports | None = None, alerts: AlertFeed | None = None,
+                 webhooks: Webhooks | None = None, deliveries: Deliveries | None = None) -> None:
         self.hot = hot
         self.admin = admin
         self.keys = keys  # None: authentication is off
@@ -43,6 +46,8 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         self.usage = usage
         self.accounts = accounts
         self.alerts = alerts
+        self.webhooks = webhooks
+        self.deliveries = deliveries
 
     def _usage(self) -> UsageReports:
         if self.usage is None:
@@ -58,6 +63,18 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         if self.subscriptions is None:
             raise FailedPrecondition("subscriptions are not available in this server")
         return self.subscriptions
+
+    def _webhooks(self) -> Webhooks:
+        if self.webhooks is None:
+            raise FailedPrecondition("webhook endpoints are not available in this server")
+        return self.webhooks
+
+    async def _owner_scope(self, account_id: str, org_id: str) -> None:
+        """An account's endpoints need a key for the account; an organization's, one for the whole organization."""
+        if account_id:
+            await self._scope(account_id)
+        elif self.keys is not None:
+            self.keys.check_org(auth.current.get(), org_id)
 
     async def _scope(self, account_id: str, org_id: str = "") -> None:
         """The account named in the request must be within the caller's key's scope."""
@@ -95,8 +112,8 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
     async def GetBalance(self, request: pb.GetBalanceRequest, context: aio.ServicerContext) -> pb.Balance:
         await self._scope(request.account_id)
         if request.as_of_ms:
-            return t.balance_at_pb(await self._accounts().balance_as_of(request.account_id, request.meter,
-                                                                        request.as_of_ms))
+            at = await self._accounts().balance_as_of(request.account_id, request.meter, request.as_of_ms)
+            return t.balance_at_pb(at, await self._alert_thresholds(request.account_id))
         b = await self.hot.balance(request.account_id, request.meter)
         cycle = (0, 0)
         if self.subscriptions is not None:
@@ -104,7 +121,15 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
             with contextlib.suppress(NotFound, StorageError):
                 sub = await self.subscriptions.get(request.account_id)
                 cycle = (sub.cycle_start_ms, sub.cycle_end_ms)
-        return t.balance_pb(b, *cycle)
+        return t.balance_pb(b, *cycle, await self._alert_thresholds(request.account_id))
+
+    async def _alert_thresholds(self, account_id: str) -> dict[str, tuple[int, ...]] | None:
+        """The meters' alert thresholds, for their banners (Postgres's to say; None: no banners)."""
+        if self.alerts is None:
+            return None
+        with contextlib.suppress(StorageError):
+            return await self.alerts.thresholds(account_id)
+        return None
 
     async def TopUp(self, request: pb.TopUpRequest, context: aio.ServicerContext) -> pb.TopUpResponse:
         await self._scope(request.account_id)
@@ -142,6 +167,65 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         await self._scope(request.account_id)
         return t.account_pb(await self.admin.change_owner(request.account_id, request.owner_id,
                                                           request.idempotency_key))
+
+    async def SetBillingContacts(self, request: pb.SetBillingContactsRequest,
+                                 context: aio.ServicerContext) -> pb.Account:
+        await self._scope(request.account_id)
+        return t.account_pb(await self.admin.set_billing_contacts(request.account_id, list(request.emails),
+                                                                  request.language, request.idempotency_key))
+
+    async def CreateWebhookEndpoint(self, request: pb.CreateWebhookEndpointRequest,
+                                    context: aio.ServicerContext) -> pb.CreateWebhookEndpointResponse:
+        hooks = self._webhooks()
+        if bool(request.account_id) == bool(request.org_id):
+            raise InvalidArgument("account_id", "give exactly one of account_id (an account's endpoint) and org_id "
+                                                "(an organization's)")
+        await self._owner_scope(request.account_id, request.org_id)
+        return t.create_webhook_endpoint_pb(await hooks.create(
+            request.account_id, request.org_id, request.url, list(request.event_types), request.description,
+            request.idempotency_key))
+
+    async def ListWebhookEndpoints(self, request: pb.ListWebhookEndpointsRequest,
+                                   context: aio.ServicerContext) -> pb.ListWebhookEndpointsResponse:
+        hooks = self._webhooks()
+        if request.account_id or request.org_id:
+            await self._owner_scope(request.account_id, request.org_id)
+        elif self.keys is not None and "*" not in auth.current.get().accounts:
+            raise auth.PermissionDenied("account_id: listing every endpoint needs a key for every account")
+        return t.webhook_endpoints_pb(await hooks.list_endpoints(request.account_id, request.org_id,
+                                                                 request.page_size, request.page_token))
+
+    async def SetWebhookEndpointEnabled(self, request: pb.SetWebhookEndpointEnabledRequest,
+                                        context: aio.ServicerContext) -> pb.SetWebhookEndpointEnabledResponse:
+        return t.webhook_enabled_pb(await self._webhooks().set_enabled(
+            request.endpoint_id, request.enabled, request.idempotency_key, self._owner_scope))
+
+    async def RotateWebhookSecret(self, request: pb.RotateWebhookSecretRequest,
+                                  context: aio.ServicerContext) -> pb.RotateWebhookSecretResponse:
+        return t.rotate_webhook_secret_pb(await self._webhooks().rotate(
+            request.endpoint_id, t.grace_seconds(request), request.idempotency_key, self._owner_scope))
+
+    def _deliveries(self) -> Deliveries:
+        if self.deliveries is None:
+            raise FailedPrecondition("deliveries are not available in this server")
+        return self.deliveries
+
+    async def ListDeliveries(self, request: pb.ListDeliveriesRequest,
+                             context: aio.ServicerContext) -> pb.ListDeliveriesResponse:
+        return t.deliveries_pb(await self._deliveries().list(request.endpoint_id, request.account_id,
+                                                             request.page_size, request.page_token,
+                                                             self._owner_scope))
+
+    async def ReplayDeliveries(self, request: pb.ReplayDeliveriesRequest,
+                               context: aio.ServicerContext) -> pb.ReplayDeliveriesResponse:
+        done = await self._deliveries().replay(request.delivery_id, request.endpoint_id, request.since_event_id,
+                                               request.idempotency_key, self._owner_scope)
+        return pb.ReplayDeliveriesResponse(deliveries=done.deliveries, replayed=done.replayed)
+
+    async def DeleteWebhookEndpoint(self, request: pb.DeleteWebhookEndpointRequest,
+                                    context: aio.ServicerContext) -> pb.DeleteWebhookEndpointResponse:
+        replayed = await self._webhooks().delete(request.endpoint_id, request.idempotency_key, self._owner_scope)
+        return t.webhook_deleted_pb(request.endpoint_id, replayed)
 
     async def ExtendSubscription(self, request: pb.ExtendSubscriptionRequest,
                                  context: aio.ServicerContext) -> pb.Subscription:

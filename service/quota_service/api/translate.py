@@ -8,14 +8,18 @@ Input checks stay with the code that owns the rule (field names in messages foll
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping, Sequence
 
 from quota.v1 import quota_pb2 as pb
 
 from quota_service.app.alerts import AlertEvent, WatchAlerts
+from quota_service.app.deliveries import DeliveryPage
 from quota_service.app.subscriptions import SubscriptionInfo
+from quota_service.app.webhooks import EndpointChange, EndpointPage, EndpointSecret, WebhookEndpoint
 from quota_service.domain import model
 from quota_service.domain import validation as v
+from quota_service.domain.events import NOTICE_NONE, NOTICE_RAN_OUT, NOTICE_RUNNING_LOW, notice
 from quota_service.errors import InvalidArgument
 from quota_service.reports.model import (
     AccountOverview,
@@ -88,20 +92,35 @@ def grant_pb(g: model.GrantState) -> pb.GrantBalance:
                            expires_at_ms=g.expires_at_ms, label=g.label)
 
 
-def meters_pb(meters: Iterable[model.BucketTotals]) -> list[pb.MeterBalance]:
-    return [pb.MeterBalance(bucket=m.bucket, granted=m.granted, used=m.used, held=m.held, remaining=m.remaining,
-                            remaining_pct=m.remaining_pct) for m in meters]
+_NOTICES = {NOTICE_NONE: pb.NOTICE_UNSPECIFIED, NOTICE_RUNNING_LOW: pb.NOTICE_RUNNING_LOW,
+            NOTICE_RAN_OUT: pb.NOTICE_RAN_OUT}
 
 
-def balance_pb(b: model.BalanceView, cycle_start_ms: int = 0, cycle_end_ms: int = 0) -> pb.Balance:
-    """A balance (live, or as of a past time) with the billing cycle in force (0, 0: none, or unknown)."""
-    return pb.Balance(account_id=b.account_id, status=status_pb(b.status), meters=meters_pb(b.meters),
+def meters_pb(meters: Iterable[model.BucketTotals],
+              thresholds: Mapping[str, Sequence[int]] | None = None) -> list[pb.MeterBalance]:
+    """The meters' balances; with the alert thresholds of each meter (its policy), their banners."""
+    out = []
+    for m in meters:
+        mb = pb.MeterBalance(bucket=m.bucket, granted=m.granted, used=m.used, held=m.held, remaining=m.remaining,
+                             remaining_pct=m.remaining_pct)
+        if thresholds is not None:
+            kind, pct = notice(m.granted, m.remaining, thresholds.get(m.bucket, ()))
+            mb.notice, mb.notice_threshold_pct_left = _NOTICES[kind], pct
+        out.append(mb)
+    return out
+
+
+def balance_pb(b: model.BalanceView, cycle_start_ms: int = 0, cycle_end_ms: int = 0,
+               thresholds: Mapping[str, Sequence[int]] | None = None) -> pb.Balance:
+    """A balance (live, or as of a past time) with the billing cycle in force (0, 0: none, or unknown);
+    with the meters' alert thresholds, their banners."""
+    return pb.Balance(account_id=b.account_id, status=status_pb(b.status), meters=meters_pb(b.meters, thresholds),
                       grants=[grant_pb(g) for g in b.grants], as_of_ms=b.as_of_ms,
                       cycle_start_ms=cycle_start_ms, cycle_end_ms=cycle_end_ms)
 
 
-def balance_at_pb(b: BalanceAt) -> pb.Balance:
-    return balance_pb(b.balance, b.cycle_start_ms, b.cycle_end_ms)
+def balance_at_pb(b: BalanceAt, thresholds: Mapping[str, Sequence[int]] | None = None) -> pb.Balance:
+    return balance_pb(b.balance, b.cycle_start_ms, b.cycle_end_ms, thresholds)
 
 
 def grant_spec(request: pb.TopUpRequest) -> model.GrantSpec:
@@ -140,7 +159,7 @@ def account_pb(a: model.AccountInfo) -> pb.Account:
                                  overage_currency=p.overage_currency,
                                  exhausted_action=ACTION_TO_PB[p.exhausted_action],
                                  alert_pct_left=list(p.alert_pct_left)) for p in a.policies],
-        replayed=a.replayed, owner_id=a.owner_id)
+        replayed=a.replayed, owner_id=a.owner_id, billing_emails=list(a.billing_emails), language=a.language)
 
 
 def plan_change_pb(c: PlanChange | None) -> pb.PlanChange | None:
@@ -161,7 +180,8 @@ def subscription_pb(s: SubscriptionInfo) -> pb.Subscription:
 def overview_pb(a: AccountOverview) -> pb.AccountOverview:
     return pb.AccountOverview(
         account_id=a.account_id, org_id=a.org_id, owner_id=a.owner_id, status=status_pb(a.status), product=a.product,
-        plan=a.plan, interval=a.interval, cycle_end_ms=a.cycle_end_ms, meters=meters_pb(a.meters),
+        plan=a.plan, interval=a.interval, cycle_end_ms=a.cycle_end_ms,
+        meters=meters_pb(a.meters, a.alert_thresholds),
         next_expiry_ms=a.next_expiry_ms, pending_change=plan_change_pb(a.pending_change))
 
 
@@ -239,13 +259,19 @@ def statement_pb(s: Statement) -> pb.Statement:
 
 
 def watch_alerts(req: pb.WatchAlertsRequest) -> WatchAlerts:
-    return WatchAlerts(account_id=req.account_id, org_id=req.org_id, after_event_id=req.after_event_id)
+    return WatchAlerts(account_id=req.account_id, org_id=req.org_id, after_event_id=req.after_event_id,
+                       types=tuple(req.types))
 
 
 def alert_event_pb(e: AlertEvent) -> pb.AlertEvent:
-    return pb.AlertEvent(event_id=e.event_id, account_id=e.account_id, meter=e.meter,
-                         threshold_pct_left=e.threshold_pct_left, cycle_start_ms=e.cycle_start_ms,
-                         occurred_at_ms=e.occurred_at_ms, idempotency_key=e.idempotency_key)
+    """An event as WatchAlerts streams it: the alert fields typed (when the event has them), and the
+    whole data as JSON."""
+    d = e.data
+    return pb.AlertEvent(event_id=e.event_seq, account_id=e.account_id, meter=e.meter,
+                         threshold_pct_left=int(d.get("threshold_pct_left", 0)),
+                         cycle_start_ms=int(d.get("cycle_start_ms", 0)), occurred_at_ms=e.occurred_at_ms,
+                         idempotency_key=str(d.get("idempotency_key", "")), id=e.event_id, type=e.type,
+                         org_id=e.org_id, data_json=json.dumps(d, sort_keys=True, separators=(",", ":")))
 
 
 def verify_page_pb(page: VerifyPage) -> pb.VerifyPage:
@@ -257,3 +283,54 @@ def verify_page_pb(page: VerifyPage) -> pb.VerifyPage:
         in_flight=[a.account_id for a in page.accounts if a.redis == "in_flight"],
         rebuilt=[a.account_id for a in page.accounts if a.redis == "rebuilt"],
         last_account_id=page.last_account_id)
+
+
+# -- webhook endpoints ---------------------------------------------------------------------------------
+
+
+def webhook_endpoint_pb(e: WebhookEndpoint) -> pb.WebhookEndpoint:
+    """An endpoint, never its secrets (WebhookEndpoint has none)."""
+    return pb.WebhookEndpoint(
+        endpoint_id=e.endpoint_id, account_id=e.account_id, org_id=e.org_id, url=e.url,
+        event_types=list(e.event_types), description=e.description, enabled=e.enabled,
+        disabled_reason=e.disabled_reason, created_at_ms=e.created_at_ms, updated_at_ms=e.updated_at_ms,
+        previous_secret_until_ms=e.previous_secret_until_ms)
+
+
+def create_webhook_endpoint_pb(r: EndpointSecret) -> pb.CreateWebhookEndpointResponse:
+    return pb.CreateWebhookEndpointResponse(endpoint=webhook_endpoint_pb(r.endpoint), secret=r.secret,
+                                            replayed=r.replayed)
+
+
+def rotate_webhook_secret_pb(r: EndpointSecret) -> pb.RotateWebhookSecretResponse:
+    return pb.RotateWebhookSecretResponse(endpoint=webhook_endpoint_pb(r.endpoint), secret=r.secret,
+                                          replayed=r.replayed)
+
+
+def webhook_enabled_pb(r: EndpointChange) -> pb.SetWebhookEndpointEnabledResponse:
+    return pb.SetWebhookEndpointEnabledResponse(endpoint=webhook_endpoint_pb(r.endpoint), replayed=r.replayed)
+
+
+def webhook_endpoints_pb(page: EndpointPage) -> pb.ListWebhookEndpointsResponse:
+    return pb.ListWebhookEndpointsResponse(endpoints=[webhook_endpoint_pb(e) for e in page.endpoints],
+                                           next_page_token=page.next_page_token)
+
+
+def deliveries_pb(page: DeliveryPage) -> pb.ListDeliveriesResponse:
+    return pb.ListDeliveriesResponse(next_page_token=page.next_page_token, deliveries=[pb.Delivery(
+        delivery_id=d.delivery_id, event_id=d.event_id, event_type=d.event_type, account_id=d.account_id,
+        channel=d.channel, endpoint_id=d.endpoint_id, recipient=d.recipient, status=d.status,
+        attempt_count=d.attempt_count, next_attempt_at_ms=d.next_attempt_at_ms, last_status_code=d.last_status_code,
+        last_error=d.last_error, created_at_ms=d.created_at_ms, delivered_at_ms=d.delivered_at_ms,
+        attempts=[pb.DeliveryAttempt(attempted_at_ms=a.attempted_at_ms, status_code=a.status_code,
+                                     latency_ms=a.latency_ms, response=a.response, error=a.error, outcome=a.outcome)
+                  for a in d.attempts]) for d in page.deliveries])
+
+
+def webhook_deleted_pb(endpoint_id: str, replayed: bool) -> pb.DeleteWebhookEndpointResponse:
+    return pb.DeleteWebhookEndpointResponse(endpoint_id=endpoint_id, replayed=replayed)
+
+
+def grace_seconds(req: pb.RotateWebhookSecretRequest) -> int | None:
+    """The request's grace period in seconds; None when it gives none (the default applies)."""
+    return req.grace_seconds if req.HasField("grace_seconds") else None

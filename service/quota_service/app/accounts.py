@@ -11,9 +11,11 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
+from quota_service.app.alerts import resolve_alerts
 from quota_service.app.reserve import Rebuilder
 from quota_service.app.settlement import collect_debts, release_withheld, settle_negative
 from quota_service.catalogue import CatalogueSet
+from quota_service.domain import events
 from quota_service.domain import validation as v
 from quota_service.domain.billing.adjustment import plan_adjustment
 from quota_service.domain.billing.top_up import check_top_up, grant_of, plan_top_up
@@ -28,15 +30,18 @@ from quota_service.domain.model import (
     request_fingerprint,
 )
 from quota_service.errors import FailedPrecondition, IdempotencyMismatch, InvalidArgument, NotFound
-from quota_service.storage.billing import apply
+from quota_service.storage.billing import apply, lock_events
 from quota_service.storage.postgres import PostgresLedger
 from quota_service.storage.queries import Q
+
+MAX_BILLING_EMAILS = 10
+LANGUAGES = ("en", "id")  # of an account's email notices
 
 
 def _account_info(row: asyncpg.Record, replayed: bool = False) -> AccountInfo:
     policies = tuple(MeterPolicy.from_json(m, p) for m, p in sorted((row["policies"] or {}).items()))
     return AccountInfo(row["account_id"], row["org_id"], row["time_zone"], row["status"], policies, replayed,
-                       row["owner_id"])
+                       row["owner_id"], tuple(row["billing_emails"]), row["language"])
 
 
 def _grant_state(row: asyncpg.Record) -> GrantState:
@@ -112,6 +117,7 @@ class Admin:
                                       spec.label, spec.grant_id, spec.kind)
 
         async def body(conn: asyncpg.Connection) -> str:
+            await lock_events(conn)  # balance.topped_up, and the alerts the top-up resolves
             if await conn.fetchrow(Q["get_account"], account_id) is None:
                 raise NotFound("account_id", f"unknown account {account_id!r}")
             sub = await conn.fetchrow(Q["lock_subscription"], account_id)
@@ -126,6 +132,9 @@ class Admin:
             if sub is not None and sub["withheld"]:
                 # QA3c: a reset withheld because of a debt is released once the debt is paid off
                 await release_withheld(conn, sub, self.catalogues, grant_id, spec.bucket, now)
+            source = "self_service" if self_service else "manual"
+            await apply(conn, account_id, [events.topped_up(spec.bucket, new.granted, grant_id, source, now)])
+            await resolve_alerts(conn, account_id, now)
             return grant_id
 
         answer, replayed = await self._admin(account_id, idempotency_key, "top_up", request_hash, now, body)
@@ -140,8 +149,11 @@ class Admin:
         now = self.clock.now_ms()
 
         async def body(conn: asyncpg.Connection) -> str:
-            if await conn.fetchval(Q["set_status"], account_id, status) is None:
+            await lock_events(conn)  # account.status_changed
+            before = await conn.fetchrow(Q["get_account"], account_id)
+            if before is None or await conn.fetchval(Q["set_status"], account_id, status) is None:
                 raise NotFound("account_id", f"unknown account {account_id!r}")
+            await apply(conn, account_id, events.status_changed(before["status"], status, now))
             await conn.execute(Q["insert_admin_entry"], account_id, "status", None, None, 0,
                                idempotency_key, now, {"status": status})
             return status
@@ -169,6 +181,7 @@ class Admin:
         now = self.clock.now_ms()
 
         async def body(conn: asyncpg.Connection) -> str:
+            await lock_events(conn)  # the alerts a refund resolves
             sub = await conn.fetchrow(Q["lock_subscription"], account_id)  # the cycler's lock order
             row = await conn.fetchrow(Q["lock_grant"], grant_id, account_id)
             if row is None:
@@ -176,6 +189,7 @@ class Admin:
             await apply(conn, account_id, plan_adjustment(row, grant_id, amount, reason, idempotency_key, now))
             if sub is not None:  # QC7: the settlement rule pays at once what it can (its floor follows)
                 await settle_negative(conn, sub, self.catalogues, row["bucket"], now)
+            await resolve_alerts(conn, account_id, now)
             return grant_id
 
         _, replayed = await self._admin(account_id, idempotency_key, "adjust",
@@ -201,6 +215,34 @@ class Admin:
 
         _, replayed = await self._admin(account_id, idempotency_key, "change_owner",
                                         request_fingerprint("change_owner", owner_id), now, body)
+        row = await self.ledger.run(lambda c: c.fetchrow(Q["get_account"], account_id))
+        return _account_info(row, replayed)
+
+    async def set_billing_contacts(self, account_id: str, emails: Sequence[str], language: str,
+                                   idempotency_key: str) -> AccountInfo:
+        """The addresses the account's email notices go to (at most MAX_BILLING_EMAILS; none = no email)
+        and their language ("en" or "id"; "" keeps the account's)."""
+        v.ident("account_id", account_id)
+        v.idempotency_key(idempotency_key)
+        if len(emails) > MAX_BILLING_EMAILS:
+            raise InvalidArgument("emails", f"at most {MAX_BILLING_EMAILS} addresses, got {len(emails)}")
+        seen: set[str] = set()
+        for i, address in enumerate(emails):
+            v.email(f"emails[{i}]", address)
+            if address.lower() in seen:
+                raise InvalidArgument(f"emails[{i}]", f"{address!r} appears twice")
+            seen.add(address.lower())
+        if language not in ("", *LANGUAGES):
+            raise InvalidArgument("language", f"must be one of {', '.join(LANGUAGES)} (\"\" keeps the account's)")
+        now = self.clock.now_ms()
+
+        async def body(conn: asyncpg.Connection) -> str:
+            if await conn.fetchval(Q["set_billing_contacts"], account_id, list(emails), language) is None:
+                raise NotFound("account_id", f"unknown account {account_id!r}")
+            return account_id
+
+        _, replayed = await self._admin(account_id, idempotency_key, "set_billing_contacts",
+                                        request_fingerprint("set_billing_contacts", list(emails), language), now, body)
         row = await self.ledger.run(lambda c: c.fetchrow(Q["get_account"], account_id))
         return _account_info(row, replayed)
 

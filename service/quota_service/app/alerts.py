@@ -1,5 +1,8 @@
-"""Alert events (QA6, FB4) for WatchAlerts: stored by Postgres in the transaction of the charge
-that crossed them (migration 008), once per cycle.
+"""Events for WatchAlerts (issue 12), and the alerts a top-up, an adjustment or a new cycle resolves.
+
+Events are stored by Postgres in the transaction of their cause (migration 016_events.sql): the
+alerts a charge crossed by the trigger on operations, the others by the billing transactions
+(``resolve_alerts`` here, and the planners' ``ops.RecordEvent``).
 
 One reader per replica (the hub) serves every stream of the replica: one LISTEN connection, and on
 each NOTIFY (or every POLL_S, should a notification be lost) one query for the events after the
@@ -27,35 +30,27 @@ import asyncpg
 
 from quota_service.api.overload import ResourceExhausted
 from quota_service.domain import validation as v
+from quota_service.domain.events import ALERT_TRIGGERED, Event, OpenAlert, check_types, plan_resolved
 from quota_service.errors import InvalidArgument, StorageError, Unavailable
 from quota_service.periodic import cancel_and_wait
+from quota_service.storage import billing
 from quota_service.storage.postgres import PostgresLedger
 from quota_service.storage.queries import Q
 
 log = logging.getLogger(__name__)
-CHANNEL = "quota_alerts"
+CHANNEL = "quota_events"
 PAGE = 500
 POLL_S = 2.0  # how long the hub waits for a NOTIFY before it looks anyway
 # a stream's backlog, by what it follows (the column names the index the query uses)
-_BACKLOG = {"account_id": "alert_backlog_of_account", "org_id": "alert_backlog_of_org"}
+_BACKLOG = {"account_id": "events_backlog_of_account", "org_id": "events_backlog_of_org"}
+DEFAULT_TYPES = (ALERT_TRIGGERED,)  # what a stream that names no type gets (WatchAlerts before types existed)
 
-
-@dataclass(frozen=True)
-class AlertEvent:
-    """A threshold of percent left that a charge crossed, once per billing cycle (QA6)."""
-
-    event_id: int  # increasing; a stream resumes after the last one it saw
-    account_id: str
-    org_id: str  # the account's organization when the event was stored ("": none)
-    meter: str
-    threshold_pct_left: int  # 0 = the meter ran out
-    cycle_start_ms: int  # the billing cycle it fired in (0: the account has no subscription)
-    occurred_at_ms: int
-    idempotency_key: str  # of the charge that crossed it
+AlertEvent = Event  # what WatchAlerts streams
 
 
 class AlertScope(Protocol):
-    """What a stream follows: one account or one organization (exactly one set), after an event."""
+    """What a stream follows: one account or one organization (exactly one set), after an event, of
+    some types (none: alert.triggered)."""
 
     @property
     def account_id(self) -> str: ...
@@ -66,6 +61,9 @@ class AlertScope(Protocol):
     @property
     def after_event_id(self) -> int: ...
 
+    @property
+    def types(self) -> tuple[str, ...]: ...
+
 
 @dataclass(frozen=True)
 class WatchAlerts:
@@ -74,22 +72,43 @@ class WatchAlerts:
     account_id: str = ""
     org_id: str = ""
     after_event_id: int = 0  # 0 = from the first event
+    types: tuple[str, ...] = ()  # () = alert.triggered only
+
+
+async def resolve_alerts(conn: asyncpg.Connection, account_id: str, now_ms: int) -> None:
+    """In a billing transaction (the events lock taken first), after a top-up, an adjustment or a new
+    cycle: resolve the account's open alerts whose meter is back above the threshold (one
+    alert.resolved each). Costs one indexed read when the account has no open alert."""
+    rows = await conn.fetch(Q["open_alerts"], account_id)
+    if not rows:
+        return
+    state = await conn.fetchrow(Q["alert_state"], account_id)
+    meters = sorted({r["meter"] for r in rows})
+    totals = {r["bucket"]: (int(r["granted"]), int(r["remaining"]))
+              for r in await conn.fetch(Q["meter_totals"], account_id, meters, now_ms)}
+    open_alerts = [OpenAlert(r["meter"], r["threshold_pct_left"], r["cycle_start_ms"]) for r in rows]
+    await billing.apply(conn, account_id, plan_resolved(open_alerts, totals, dict(state["policies"] or {}),
+                                                        state["cycle_start_ms"], now_ms))
 
 
 class _Stream:
     """One WatchAlerts stream: what it matches and the events the hub gave it."""
 
-    def __init__(self, column: str, key: str, queue_max: int) -> None:
+    def __init__(self, column: str, key: str, types: tuple[str, ...], queue_max: int) -> None:
         self.column = column  # "account_id" or "org_id"
         self.key = key
+        self.types = frozenset(types)
         self.queue_max = queue_max
-        self.events: deque[AlertEvent] = deque()
+        self.events: deque[Event] = deque()
         self.cut = False  # fell queue_max events behind
         self.closed = False  # the server is stopping
         self.wake = asyncio.Event()
 
-    def offer(self, event: AlertEvent) -> bool:
-        """Buffer `event` (one of this stream's); False once the stream has fallen too far behind."""
+    def offer(self, event: Event) -> bool:
+        """Buffer `event` (one of this stream's, of any type); False once the stream has fallen too far
+        behind."""
+        if event.type not in self.types:
+            return True
         if len(self.events) >= self.queue_max:
             self.cut = True
             self.wake.set()
@@ -99,13 +118,12 @@ class _Stream:
         return True
 
 
-def _event(r: asyncpg.Record) -> AlertEvent:
-    return AlertEvent(event_id=r["event_id"], account_id=r["account_id"], org_id=r["org_id"] or "", meter=r["meter"],
-                      threshold_pct_left=r["threshold_pct_left"], cycle_start_ms=r["cycle_start_ms"],
-                      occurred_at_ms=r["at_ms"], idempotency_key=r["idempotency_key"])
+def _event(r: asyncpg.Record) -> Event:
+    return Event(event_seq=r["event_seq"], event_id=r["event_id"], type=r["type"], account_id=r["account_id"],
+                 org_id=r["org_id"] or "", occurred_at_ms=r["at_ms"], data=dict(r["data"] or {}))
 
 
-async def _fetch(sql: str, args: tuple[Any, ...], conn: asyncpg.Connection) -> list[AlertEvent]:
+async def _fetch(sql: str, args: tuple[Any, ...], conn: asyncpg.Connection) -> list[Event]:
     return [_event(r) for r in await conn.fetch(sql, *args)]
 
 
@@ -143,8 +161,8 @@ class AlertFeed:
             return
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncio.TimeoutError):
             conn = await asyncpg.connect(self.dsn, timeout=self.ledger.timeout_s)
+            self._listener = conn  # held at once, so closing the hub closes it even when cancelled below
             await conn.add_listener(CHANNEL, self._notified)
-            self._listener = conn
 
     def _notified(self, *_: Any) -> None:
         self._wake.set()
@@ -154,7 +172,7 @@ class AlertFeed:
         stream's backlog ends there, and the hub hands it every later event."""
         async with self._lock:
             if self._hub is None or self._hub.done():
-                self._cursor = int(await self.ledger.run(lambda c: c.fetchval(Q["alert_last_event"])))
+                self._cursor = int(await self.ledger.run(lambda c: c.fetchval(Q["events_last"])))
                 await self._listen()
                 self._hub = asyncio.create_task(self._run(), name="alert-hub")
             self._add(stream)
@@ -175,9 +193,9 @@ class AlertFeed:
 
     async def _read_new(self) -> None:
         while self._streams:
-            events = await self.ledger.run(functools.partial(_fetch, Q["alert_events_after"], (self._cursor, PAGE)))
+            events = await self.ledger.run(functools.partial(_fetch, Q["events_after"], (self._cursor, PAGE)))
             for e in events:
-                self._cursor = e.event_id
+                self._cursor = e.event_seq
                 # an event without an organization ("") matches no org stream: their keys are never empty
                 for key in (("account_id", e.account_id), ("org_id", e.org_id)):
                     for stream in list(self._streams.get(key, ())):
@@ -185,6 +203,11 @@ class AlertFeed:
                             self._drop(stream)
             if len(events) < PAGE:
                 return
+
+    async def thresholds(self, account_id: str) -> dict[str, tuple[int, ...]]:
+        """Each meter's alert thresholds (percent left, from the account's policies), for its banners."""
+        rows = await self.ledger.run(lambda c: c.fetch(Q["account_alert_thresholds"], account_id))
+        return {r["meter"]: tuple(int(t) for t in (r["al"] or ())) for r in rows}
 
     async def close(self) -> None:
         for followers in self._streams.values():
@@ -200,7 +223,7 @@ class AlertFeed:
                 await self._listener.close(timeout=self.ledger.timeout_s)
             self._listener = None
 
-    async def watch(self, req: AlertScope) -> AsyncIterator[AlertEvent]:
+    async def watch(self, req: AlertScope) -> AsyncIterator[Event]:
         """The events of an account or an organization after `req.after_event_id`, each once, in
         event_id order: the backlog first, then new ones as they are stored, until the caller stops,
         the server stops (UNAVAILABLE) or the stream falls queue_max events behind (RESOURCE_EXHAUSTED)."""
@@ -212,34 +235,39 @@ class AlertFeed:
             column, key = "org_id", v.ident("org_id", req.org_id)
         if req.after_event_id < 0:
             raise InvalidArgument("after_event_id", "must be 0 or an event_id")
-        stream = _Stream(column, key, self.queue_max)
+        try:
+            types = check_types(req.types) or DEFAULT_TYPES
+        except ValueError as exc:
+            raise InvalidArgument("types", str(exc)) from None
+        stream = _Stream(column, key, types, self.queue_max)
         upto = await self._join(stream)
         try:
             last = req.after_event_id
-            async for event in self._backlog(column, key, last, upto):
-                last = event.event_id
+            async for event in self._backlog(column, key, types, last, upto):
+                last = event.event_seq
                 yield event
             async for event in self._live(stream, last):
                 yield event
         finally:
             self._drop(stream)
 
-    async def _backlog(self, column: str, key: str, after: int, upto: int) -> AsyncIterator[AlertEvent]:
+    async def _backlog(self, column: str, key: str, types: tuple[str, ...], after: int,
+                       upto: int) -> AsyncIterator[Event]:
         sql = Q[_BACKLOG[column]]
         while after < upto:
-            events = await self.ledger.run(functools.partial(_fetch, sql, (key, after, upto, PAGE)))
+            events = await self.ledger.run(functools.partial(_fetch, sql, (key, after, upto, PAGE, list(types))))
             for e in events:
-                after = e.event_id
+                after = e.event_seq
                 yield e
             if len(events) < PAGE:
                 return
 
-    async def _live(self, stream: _Stream, last: int) -> AsyncIterator[AlertEvent]:
+    async def _live(self, stream: _Stream, last: int) -> AsyncIterator[Event]:
         while True:
             while stream.events:
                 e = stream.events.popleft()
-                if e.event_id > last:
-                    last = e.event_id
+                if e.event_seq > last:
+                    last = e.event_seq
                     yield e
             if stream.closed:
                 raise Unavailable("the server is stopping: reconnect with after_event_id="

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from quota_service.app.alerts import resolve_alerts
 from quota_service.app.reserve import Rebuilder
 from quota_service.catalogue import Catalogue, CatalogueSet, Plan
 from quota_service.domain.billing.capacity import capacity_grant_id, capacity_meters
@@ -114,6 +115,7 @@ async def roll_cycle(conn: asyncpg.Connection, account_id: str, now_ms: int,
     ledger and decided again after a rebuild. Every entry is stamped at the boundary.
     """
     async with conn.transaction():
+        await billing.lock_events(conn)  # cycle.rolled, and the alerts the new cycle resolves
         row = await conn.fetchrow(Q["lock_due_subscription"], account_id, now_ms)
         if row is None:
             return None
@@ -125,6 +127,7 @@ async def roll_cycle(conn: asyncpg.Connection, account_id: str, now_ms: int,
         for name in end.missing_packs:
             log.warning("pack no longer in the catalogue", extra={"account_id": account_id, "pack": name})
         await billing.apply(conn, account_id, end.ops)
+        await resolve_alerts(conn, account_id, sub.cycle_end_ms)
         return end.cycle_no
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncpg
 
+from quota_service.app.alerts import resolve_alerts
 from quota_service.app.billing_cycle import NextPlan, capacity_grants, current_plan, cycle_end_facts
 from quota_service.app.reserve import Rebuilder
 from quota_service.app.top_ups import AutoTopUps
@@ -192,6 +193,7 @@ class Subscriptions:
         request_hash = request_fingerprint("change_plan", plan, interval, dict(sorted((packs or {}).items())), when)
 
         async def body(conn: asyncpg.Connection) -> str:
+            await billing.lock_events(conn)  # a change records plan.changed (and may resolve alerts)
             row = await conn.fetchrow(Q["lock_subscription"], account_id)
             if row is None:
                 raise NotFound("account_id", f"account {account_id!r} has no subscription")
@@ -210,10 +212,12 @@ class Subscriptions:
             cur_cat, cur_plan, cur_iv = current_plan(row, self.catalogues)
             if plan == sub.plan and iv == sub.interval:
                 await self._add_packs(conn, sub, cat, bought, idempotency_key, now)
+                await resolve_alerts(conn, account_id, now)
                 return "packs added"
             facts = await cycle_end_facts(conn, sub, acct, now, cur_cat, cur_plan, cur_iv, NextPlan(plan, p, iv, bought),
                                           early=True)
             await billing.apply(conn, account_id, plan_change_now(facts, change, idempotency_key))
+            await resolve_alerts(conn, account_id, now)
             return "changed"
 
         answer, replayed = await self.ledger.admin(account_id, idempotency_key, "change_plan", request_hash, now, body)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncpg
 from cachetools import LRUCache
 
+from quota_service.app.alerts import resolve_alerts
 from quota_service.app.reserve import Rebuilder
 from quota_service.app.settlement import collect_debts
 from quota_service.catalogue import CatalogueSet
+from quota_service.domain import events
 from quota_service.domain.billing import ops
 from quota_service.domain.billing.top_up import auto_top_up_item, auto_top_up_needs_time_zone, plan_auto_top_up
 from quota_service.domain.clock import Clock
-from quota_service.storage.billing import apply
+from quota_service.storage.billing import apply, lock_events
 from quota_service.storage.postgres import PostgresLedger
 from quota_service.storage.queries import Q
 
@@ -59,6 +61,7 @@ class AutoTopUps:
                    now_ms: int) -> tuple[bool, int]:
         """In the transaction: (whether the top-up was made, the end of the subscription's cycle; 0 when
         the wallet has no automatic top-up)."""
+        await lock_events(conn)  # balance.topped_up, and the alerts the top-up resolves
         sub = await conn.fetchrow(Q["lock_subscription"], account_id)
         cat = self.catalogues.get(sub["product"]) if sub is not None and self.catalogues else None
         wallet = cat.wallets.get(currency) if cat is not None else None
@@ -74,5 +77,7 @@ class AutoTopUps:
             return False, sub["cycle_end_ms"]
         await apply(conn, account_id, [grant])
         await collect_debts(conn, account_id, grant.bucket, grant.grant_id, now_ms)  # like every top-up: debts first
+        await apply(conn, account_id, [events.topped_up(grant.bucket, grant.granted, grant.grant_id, "automatic", now_ms)])
+        await resolve_alerts(conn, account_id, now_ms)
         await apply(conn, account_id, [ops.BumpEpoch()])
         return True, sub["cycle_end_ms"]

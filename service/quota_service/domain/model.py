@@ -87,6 +87,8 @@ class MeterPolicy:
     price_table: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     # the catalogue's delivery channels per threshold (percent left -> banner, email), for alert delivery
     alert_notify: tuple[tuple[int, tuple[str, ...]], ...] = ()
+    # the catalogue's alert name per threshold (percent left -> name), carried by alert events
+    alert_names: tuple[tuple[int, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"p": self.overage_price_minor, "c": self.overage_currency,
@@ -107,6 +109,8 @@ class MeterPolicy:
             out["pt"] = self.price_table
         if self.alert_notify:
             out["an"] = {str(pct): list(channels) for pct, channels in self.alert_notify}
+        if self.alert_names:
+            out["anm"] = {str(pct): name for pct, name in self.alert_names}
         return out
 
     @classmethod
@@ -116,7 +120,8 @@ class MeterPolicy:
         by_feature = tuple(sorted((f, ACTIONS[int(a)]) for f, a in (raw.get("xf") or {}).items()))
         return cls(meter, int(raw["p"]), raw["c"], ACTIONS[int(raw["x"])], tuple(int(a) for a in raw["al"]),
                    features, raw.get("dr", ""), unique, by_feature, bool(raw.get("cap")), int(raw.get("sl", 0)),
-                   raw.get("pt"), tuple((int(p), tuple(c)) for p, c in sorted((raw.get("an") or {}).items())))
+                   raw.get("pt"), tuple((int(p), tuple(c)) for p, c in sorted((raw.get("an") or {}).items())),
+                   tuple(sorted((int(p), str(n)) for p, n in (raw.get("anm") or {}).items())))
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,8 @@ class AccountInfo:
     policies: tuple[MeterPolicy, ...]
     replayed: bool = False
     owner_id: str = ""
+    billing_emails: tuple[str, ...] = ()  # where its email notices go
+    language: str = "en"  # of those notices: en or id
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,22 @@ def attributes(values: Mapping[str, str]) -> dict[str, str]:
     if elapsed is not None and not (elapsed.isascii() and elapsed.isdigit() and int(elapsed) <= MAX_ELAPSED_S):
         raise InvalidArgument(f"attributes[{BOT_ELAPSED}]", f"must be whole seconds, 0..{MAX_ELAPSED_S}")
     return dict(values)
+
+
+# An email address as a mail server takes it (RFC 5321 sizes, the dot-atom of RFC 5322 in ASCII): a
+# local part without leading, trailing or doubled dots, and a domain of two or more DNS labels.
+MAX_EMAIL_LEN = 254
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_EMAIL_DOMAIN = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def email(field: str, value: str) -> str:
+    """An email address (user@example.com), at most 254 characters, its local part at most 64."""
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > MAX_EMAIL_LEN:
+        raise InvalidArgument(field, f"is longer than {MAX_EMAIL_LEN} characters")
+    local, at, domain = value.rpartition("@")
+    if not at or len(local) > 64 or not _EMAIL_LOCAL.fullmatch(local) or not _EMAIL_DOMAIN.fullmatch(domain):
+        raise InvalidArgument(field, f"{value[:64]!r} is not an email address (user@example.com)")
+    return value

@@ -361,4 +361,5 @@ def _overview(a: asyncpg.Record, grants: list[GrantState], known: Iterable[str],
         account_id=a["account_id"], org_id=a["org_id"], owner_id=a["owner_id"], status=a["status"],
         product=a["product"], plan=a["plan"], interval=a["interval"], cycle_end_ms=a["cycle_end_ms"],
         meters=tuple(bucket_totals(grants, now_ms, known)), next_expiry_ms=min(expiries, default=0),
-        pending_change=plan_change(a["pending"], a["cycle_end_ms"]))
+        pending_change=plan_change(a["pending"], a["cycle_end_ms"]),
+        alert_thresholds={m: tuple(int(t) for t in p.get("al") or ()) for m, p in (a["policies"] or {}).items()})

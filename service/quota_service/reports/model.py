@@ -182,6 +182,8 @@ class AccountOverview:
     meters: tuple[BucketTotals, ...]
     next_expiry_ms: int  # the earliest expiry among the live grants; 0 = none
     pending_change: PlanChange | None
+    # each meter's alert thresholds (percent left, from its policy): the meters' banners
+    alert_thresholds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,13 @@ async def create_grant(conn: asyncpg.Connection, account_id: str, g: ops.NewGran
     return True
 
 
+async def lock_events(conn: asyncpg.Connection) -> None:
+    """Take the events lock first in a transaction that may write events, before any account row: an
+    event's number is drawn in commit order under it, and taking it before the rows keeps waits from
+    closing a cycle (migrations/016_events.sql)."""
+    await conn.execute(Q["events_lock"])
+
+
 async def apply(conn: asyncpg.Connection, account_id: str, operations: Iterable[ops.Op]) -> list[bool]:
     """Apply each operation; for each, whether it changed anything (a grant whose id was taken did not)."""
     done: list[bool] = []
@@ -55,6 +62,11 @@ async def apply(conn: asyncpg.Connection, account_id: str, operations: Iterable[
                 await apply_subscription_op(conn, account_id, op)
             case ops.OpenDebtFloor():
                 await conn.execute(Q["open_debt_floor"], op.grant_id, account_id, op.debt)
+            case ops.RecordEvent():
+                await conn.execute(Q["insert_event"], account_id, op.type, op.at_ms, dict(op.data))
+            case ops.ResolveAlert():
+                await conn.execute(Q["resolve_alert"], account_id, op.meter, op.threshold_pct_left, op.cycle_start_ms,
+                                   op.at_ms)
         done.append(True)
     return done
 

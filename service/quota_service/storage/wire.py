@@ -98,6 +98,7 @@ class PolicyJSON(TypedDict):
     xf: NotRequired[dict[str, int]]  # feature -> action index
     cap: NotRequired[int]  # 1: a capacity meter
     sl: NotRequired[int]  # a duration meter's slice, seconds
+    anm: NotRequired[dict[str, str]]  # threshold (percent left) -> the catalogue's alert name (alert events)
     pt: NotRequired[dict[str, Any]]  # price table (see _reserve.lua, price_category)
     an: NotRequired[dict[str, list[str]]]  # percent left -> delivery channels
 

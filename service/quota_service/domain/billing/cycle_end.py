@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quota_service.catalogue import Catalogue, Grant, Plan
-from quota_service.domain import cycles
+from quota_service.domain import cycles, events
 from quota_service.domain import validation as v
 from quota_service.domain.billing import ops
 from quota_service.domain.billing.capacity import plan_capacity
@@ -262,6 +262,18 @@ class _Planner:
         self.ops += plan_capacity(self.account_id, cat, f.plan, self.new_plan, self.b, None, self.base, f.capacity)
 
 
+def _cycle_events(f: CycleEndFacts, plan: str, interval: str, packs: Mapping[str, int], end_ms: int) -> list[ops.Op]:
+    """cycle.rolled, and plan.changed when a pending change is applied at the cycle end (a change
+    applied now records its own, plan_change.plan_change_now)."""
+    b = f.at_ms
+    out: list[ops.Op] = [events.cycle_rolled(f.sub.cycle_no + 1, b, end_ms, plan)]
+    if f.next is not None and not f.early:
+        out.append(events.plan_changed({"plan": f.sub.plan, "interval": f.sub.interval, "packs": f.sub.packs},
+                                       {"plan": plan, "interval": interval, "packs": packs}, "cycle_end", b,
+                                       cycle_start_ms=b))
+    return out
+
+
 def plan_cycle_end(f: CycleEndFacts) -> CycleEnd:
     """The operations that end cycle k at ``f.at_ms`` and start cycle k + 1 there."""
     p, k, b = _Planner(f), f.sub.cycle_no, f.at_ms
@@ -274,6 +286,7 @@ def plan_cycle_end(f: CycleEndFacts) -> CycleEnd:
     if f.next is not None:
         p.new_plan_policies()
     cat = f.catalogue
+    p.ops += _cycle_events(f, p.new_name, p.new_iv, p.new_packs, p.end)
     p.ops += [ops.NextCycle(k + 1, b, p.end, tuple(withheld), cat.version, cat.content_hash, p.new_name, p.new_iv,
                             p.new_packs, p.anchor, p.anchor_no),
               ops.RecordCycle(k + 1, f.sub.product, p.new_name, p.new_iv, p.new_packs, b, p.end, cat.version),

@@ -209,5 +209,28 @@ class OpenDebtFloor:
     debt: int
 
 
+# Events (domain/events.py): written in the transaction of their cause.
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    """An event of ``type`` at ``at_ms``: ``data`` holds its type's fields; the account, its
+    organization and the current cycle's start are added where they are not given."""
+
+    type: str
+    at_ms: int
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ResolveAlert:
+    """The meter is back above the threshold: the alert is resolved (it fires once per cycle all the same, QA6)."""
+
+    meter: str
+    threshold_pct_left: int
+    cycle_start_ms: int
+    at_ms: int
+
+
 Op = (Entry | NewGrant | MoveGranted | MoveUsed | EndGrant | SetDebtOverdraft | FloorFollowsDebt | BumpEpoch
-      | SubscriptionOp | OpenDebtFloor)
+      | SubscriptionOp | OpenDebtFloor | RecordEvent | ResolveAlert)

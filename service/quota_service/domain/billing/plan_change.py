@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from quota_service.catalogue import Catalogue, Plan
+from quota_service.domain import events
 from quota_service.domain.billing import ops
 from quota_service.domain.billing.cycle_end import CycleEndFacts, GrantRow, Subscription, plan_cycle_end
 from quota_service.domain.billing.grants import remaining
@@ -44,7 +45,8 @@ def plan_change_now(f: CycleEndFacts, change: Mapping[str, Any], key: str) -> li
     (``f.next`` is the new plan, ``f.early`` is set)."""
     entry = ops.Entry("plan_change", None, "", f.at_ms, key=key,
                       attrs={"from": current_terms(f.sub), "to": dict(change), "effective_at_ms": f.at_ms})
-    return [entry, *plan_cycle_end(f).ops]
+    changed = events.plan_changed(current_terms(f.sub), change, "now", f.at_ms, cycle_start_ms=f.at_ms)
+    return [entry, *plan_cycle_end(f).ops, changed]
 
 
 def _added_packs(sub: Subscription, bought: Mapping[str, int]) -> dict[str, int]:
@@ -99,6 +101,7 @@ def plan_packs_added(sub: Subscription, cat: Catalogue, bought: Mapping[str, int
                           attrs={"product": sub.product, "plan": sub.plan, "interval": iv, "cycle": k, "item": item,
                                  "quantity": extra, "reason": "packs added"})]
     out += _forfeit_one_time(cat.plans[sub.plan], added, live_one_time, now_ms)
+    out.append(events.plan_changed(current_terms(sub), {**current_terms(sub), "packs": dict(bought)}, "now", now_ms))
     out.append(ops.SetPacks(dict(bought)))
     return out
 

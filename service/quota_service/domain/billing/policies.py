@@ -49,11 +49,14 @@ def policy_of(plan: Plan, meter: str, interval: str, catalogue: Catalogue | None
         currency = spec.overage.currency
     by_feature = tuple(sorted(spec.exhausted_action_by_feature.items()))
     notify: dict[int, set[str]] = defaultdict(set)  # the delivery channels of each threshold (catalogue notify)
+    names: dict[int, str] = {}  # the alert's name per threshold (the first rule of a threshold names it)
     for alert in spec.alerts:
         notify[alert.pct_left].update(alert.notify)
+        names.setdefault(alert.pct_left, alert.name)
     return MeterPolicy(meter, price, currency, spec.exhausted_action, spec.alert_pct_left, features, denial, unique,
                        by_feature, slice_s=slice_s, price_table=table,
-                       alert_notify=tuple((pct, tuple(sorted(ch))) for pct, ch in sorted(notify.items()) if ch))
+                       alert_notify=tuple((pct, tuple(sorted(ch))) for pct, ch in sorted(notify.items()) if ch),
+                       alert_names=tuple(sorted(names.items())))
 
 
 def price_table_json(catalogue: Catalogue, name: str, category: str | None,

@@ -5,12 +5,15 @@
 -- on the date and are left out.
 
 -- Functions (their bodies: sql/functions/<name>.sql)
--- FUNCTION alert_events_in_commit_order() RETURNS trigger LANGUAGE plpgsql VOLATILE
+-- FUNCTION events_in_commit_order() RETURNS trigger LANGUAGE plpgsql VOLATILE
+-- FUNCTION events_notify() RETURNS trigger LANGUAGE plpgsql VOLATILE
 -- FUNCTION ledger_append_only() RETURNS trigger LANGUAGE plpgsql VOLATILE
 -- FUNCTION ledger_ensure_partitions(from_ts timestamp with time zone, to_ts timestamp with time zone) RETURNS integer LANGUAGE plpgsql VOLATILE
 -- FUNCTION quota_apply(batch jsonb) RETURNS TABLE(idx integer, status text, request_hash text, response text) LANGUAGE plpgsql VOLATILE
 -- FUNCTION quota_apply_one(e jsonb) RETURNS text LANGUAGE plpgsql VOLATILE
+-- FUNCTION quota_event_id() RETURNS text LANGUAGE plpgsql VOLATILE
 -- FUNCTION quota_expire_holds(acct text, now_ms bigint) RETURNS integer LANGUAGE plpgsql VOLATILE
+-- FUNCTION quota_fan_out_event() RETURNS trigger LANGUAGE plpgsql VOLATILE
 -- FUNCTION quota_record_alerts() RETURNS trigger LANGUAGE plpgsql VOLATILE
 
 CREATE TABLE accounts (
@@ -22,6 +25,9 @@ CREATE TABLE accounts (
     epoch bigint NOT NULL DEFAULT 0,
     created_at timestamp with time zone NOT NULL,
     owner_id text NOT NULL DEFAULT ''::text,
+    billing_emails text[] NOT NULL DEFAULT '{}'::text[],
+    language text NOT NULL DEFAULT 'en'::text,
+    CONSTRAINT accounts_language_check CHECK ((language = ANY (ARRAY['en'::text, 'id'::text]))),
     CONSTRAINT accounts_pkey PRIMARY KEY (account_id),
     CONSTRAINT accounts_status_check CHECK ((status = ANY (ARRAY['active'::text, 'suspended'::text, 'expired'::text])))
 );
@@ -37,13 +43,13 @@ CREATE TABLE alert_events (
     cycle_start_ms bigint NOT NULL,
     occurred_at timestamp with time zone NOT NULL,
     idempotency_key text NOT NULL,
+    resolved_at timestamp with time zone,
     CONSTRAINT alert_events_account_id_meter_threshold_pct_left_cycle_star_key UNIQUE (account_id, meter, threshold_pct_left, cycle_start_ms),
     CONSTRAINT alert_events_pkey PRIMARY KEY (event_id)
 );
 CREATE INDEX alert_events_account ON alert_events USING btree (account_id, event_id);
 CREATE INDEX alert_events_occurred ON alert_events USING btree (occurred_at);
 CREATE INDEX alert_events_org ON alert_events USING btree (org_id, event_id) WHERE (org_id IS NOT NULL);
-CREATE TRIGGER alert_events_in_commit_order BEFORE INSERT ON alert_events FOR EACH STATEMENT EXECUTE FUNCTION alert_events_in_commit_order();
 
 CREATE TABLE api_keys (
     key_id text NOT NULL,
@@ -68,6 +74,71 @@ CREATE TABLE dedup_marks (
     CONSTRAINT dedup_marks_pkey PRIMARY KEY (account_id, meter, dedup_key)
 );
 CREATE INDEX dedup_marks_window_end ON dedup_marks USING btree (window_end_ms);
+
+CREATE TABLE deliveries (
+    delivery_id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    event_seq bigint NOT NULL,
+    event_id text NOT NULL,
+    account_id text NOT NULL,
+    channel text NOT NULL,
+    endpoint_id text,
+    recipient text,
+    status text NOT NULL DEFAULT 'pending'::text,
+    attempts integer NOT NULL DEFAULT 0,
+    window_attempts integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamp with time zone NOT NULL DEFAULT now(),
+    window_start timestamp with time zone,
+    last_status integer,
+    last_error text,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    delivered_at timestamp with time zone,
+    CONSTRAINT deliveries_channel_check CHECK ((channel = ANY (ARRAY['webhook'::text, 'email'::text]))),
+    CONSTRAINT deliveries_check CHECK (((channel = 'webhook'::text) = (endpoint_id IS NOT NULL))),
+    CONSTRAINT deliveries_check1 CHECK (((channel = 'email'::text) = (recipient IS NOT NULL))),
+    CONSTRAINT deliveries_endpoint_id_fkey FOREIGN KEY (endpoint_id) REFERENCES webhook_endpoints(endpoint_id) ON DELETE CASCADE,
+    CONSTRAINT deliveries_event_seq_fkey FOREIGN KEY (event_seq) REFERENCES events(event_seq) ON DELETE CASCADE,
+    CONSTRAINT deliveries_pkey PRIMARY KEY (delivery_id),
+    CONSTRAINT deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'delivered'::text, 'failed'::text, 'disabled'::text])))
+);
+CREATE INDEX deliveries_account ON deliveries USING btree (account_id, event_seq);
+CREATE INDEX deliveries_due ON deliveries USING btree (next_attempt_at) WHERE (status = 'pending'::text);
+CREATE INDEX deliveries_endpoint ON deliveries USING btree (endpoint_id, event_seq) WHERE (endpoint_id IS NOT NULL);
+CREATE UNIQUE INDEX deliveries_event_endpoint ON deliveries USING btree (event_seq, endpoint_id) WHERE (endpoint_id IS NOT NULL);
+CREATE UNIQUE INDEX deliveries_event_recipient ON deliveries USING btree (event_seq, recipient) WHERE (recipient IS NOT NULL);
+CREATE INDEX deliveries_pending_order ON deliveries USING btree (account_id, event_seq) WHERE (status = 'pending'::text);
+
+CREATE TABLE delivery_attempts (
+    attempt_id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    delivery_id bigint NOT NULL,
+    attempted_at timestamp with time zone NOT NULL,
+    status_code integer NOT NULL,
+    latency_ms integer NOT NULL,
+    response text NOT NULL DEFAULT ''::text,
+    error text NOT NULL DEFAULT ''::text,
+    outcome text NOT NULL,
+    CONSTRAINT delivery_attempts_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES deliveries(delivery_id) ON DELETE CASCADE,
+    CONSTRAINT delivery_attempts_outcome_check CHECK ((outcome = ANY (ARRAY['delivered'::text, 'retried'::text, 'failed'::text, 'gone'::text]))),
+    CONSTRAINT delivery_attempts_pkey PRIMARY KEY (attempt_id)
+);
+CREATE INDEX delivery_attempts_delivery ON delivery_attempts USING btree (delivery_id, attempt_id);
+
+CREATE TABLE events (
+    event_seq bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    event_id text NOT NULL DEFAULT quota_event_id(),
+    type text NOT NULL,
+    account_id text NOT NULL,
+    org_id text,
+    occurred_at timestamp with time zone NOT NULL,
+    data jsonb NOT NULL,
+    CONSTRAINT events_event_id_key UNIQUE (event_id),
+    CONSTRAINT events_pkey PRIMARY KEY (event_seq)
+);
+CREATE INDEX events_account ON events USING btree (account_id, event_seq);
+CREATE INDEX events_occurred ON events USING btree (occurred_at);
+CREATE INDEX events_org ON events USING btree (org_id, event_seq) WHERE (org_id IS NOT NULL);
+CREATE TRIGGER events_fan_out AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION quota_fan_out_event();
+CREATE TRIGGER events_in_commit_order BEFORE INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION events_in_commit_order();
+CREATE TRIGGER events_notify AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION events_notify();
 
 CREATE TABLE grants (
     grant_id text NOT NULL,
@@ -215,3 +286,25 @@ CREATE TABLE subscriptions (
     CONSTRAINT subscriptions_status_check CHECK ((status = ANY (ARRAY['active'::text, 'canceled'::text])))
 );
 CREATE INDEX subscriptions_due ON subscriptions USING btree (cycle_end_ms) WHERE (status = 'active'::text);
+
+CREATE TABLE webhook_endpoints (
+    endpoint_id text NOT NULL,
+    org_id text,
+    account_id text,
+    url text NOT NULL,
+    event_types text[] NOT NULL DEFAULT '{}'::text[],
+    description text NOT NULL DEFAULT ''::text,
+    enabled boolean NOT NULL DEFAULT true,
+    disabled_reason text,
+    secret text NOT NULL,
+    previous_secret text,
+    previous_secret_until timestamp with time zone,
+    created_at timestamp with time zone NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT webhook_endpoints_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(account_id) ON DELETE CASCADE,
+    CONSTRAINT webhook_endpoints_check CHECK (((org_id IS NULL) <> (account_id IS NULL))),
+    CONSTRAINT webhook_endpoints_check1 CHECK (((previous_secret IS NULL) = (previous_secret_until IS NULL))),
+    CONSTRAINT webhook_endpoints_pkey PRIMARY KEY (endpoint_id)
+);
+CREATE INDEX webhook_endpoints_account ON webhook_endpoints USING btree (account_id) WHERE (account_id IS NOT NULL);
+CREATE INDEX webhook_endpoints_org ON webhook_endpoints USING btree (org_id) WHERE (org_id IS NOT NULL);

@@ -4,7 +4,8 @@
 --
 -- Apply a batch in one round trip. Each entry runs in its own subtransaction, so a refused entry
 -- leaves the others intact. Returns one row per entry: its index, status and, for 'dup', the
--- stored request hash and answer.
+-- stored request hash and answer. A batch with an alert (an answer listing crossed thresholds) takes
+-- the events lock first, before any account row (see events_in_commit_order).
 CREATE OR REPLACE FUNCTION quota_apply(batch jsonb)
 RETURNS TABLE (idx integer, status text, request_hash text, response text)
 LANGUAGE plpgsql AS $$
@@ -12,6 +13,10 @@ DECLARE
     e jsonb;
     i integer := 0;
 BEGIN
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(batch) x
+                WHERE x.value->>'op' IN ('reserve', 'consume', 'commit') AND x.value->>'r' LIKE '%"t":%') THEN
+        PERFORM pg_advisory_xact_lock(7412015);
+    END IF;
     FOR e IN SELECT value FROM jsonb_array_elements(batch) LOOP
         idx := i;
         request_hash := NULL;

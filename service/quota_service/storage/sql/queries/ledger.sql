@@ -49,7 +49,8 @@ VALUES ($1, NULLIF($2, ''), $3, $4, to_timestamp($5 / 1000.0))
 ON CONFLICT DO NOTHING;
 
 -- name: get_account
-SELECT account_id, COALESCE(org_id, '') AS org_id, time_zone, status, policies, owner_id
+SELECT account_id, COALESCE(org_id, '') AS org_id, time_zone, status, policies, owner_id, billing_emails,
+       language
   FROM accounts WHERE account_id = $1;
 
 -- name: set_owner

@@ -245,7 +245,7 @@ SELECT product, plan, cycle_start_ms, cycle_end_ms FROM subscription_cycles
 -- $2: the last account of the previous page (NULL: the first page)
 SELECT a.account_id, a.org_id, a.owner_id, a.status, COALESCE(s.product, '') AS product,
        COALESCE(s.plan, '') AS plan, COALESCE(s.interval, '') AS interval,
-       COALESCE(s.cycle_end_ms, 0) AS cycle_end_ms, s.pending
+       COALESCE(s.cycle_end_ms, 0) AS cycle_end_ms, s.pending, a.policies
   FROM accounts a
   LEFT JOIN subscriptions s ON s.account_id = a.account_id
  WHERE a.org_id = $1 AND ($2::text IS NULL OR a.account_id > $2::text)
