@@ -7,12 +7,12 @@ hosts' clocks say; the hot path pays nothing for it (the offset is measured in t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from quota_service.domain.clock import FleetClock
 from quota_service.errors import StorageError
+from quota_service.periodic import cancel_and_wait
 from quota_service.storage.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ class ClockSync:
         self.interval_s = interval_s
         self.on_change = on_change  # called with the new trust when it changes (readiness)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def sync_once(self) -> bool:
         """Measure the offset once; returns whether the replica's time is trusted. When Redis cannot
@@ -58,10 +59,11 @@ class ClockSync:
         return trusted
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._loop(), name="clock-sync")
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.interval_s)
             try:
                 await self.sync_once()
@@ -69,7 +71,7 @@ class ClockSync:
                 log.exception("clock: measurement failed")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
+            self._task = None

@@ -8,7 +8,6 @@ QUOTA_TLS_CLIENT_CA_FILE is set; HTTP/2 is then negotiated with ALPN).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import ssl
@@ -16,6 +15,8 @@ from typing import Any
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+
+from quota_service.periodic import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,7 @@ class HttpServer:
         try:
             await asyncio.wait_for(asyncio.shield(self.task), max(grace_s, 0.1) + 1)
         except TimeoutError:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await cancel_and_wait(self.task)
         except Exception:
             log.exception("the HTTP server ended with an error")
         self.task = None

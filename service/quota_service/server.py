@@ -38,6 +38,7 @@ from quota_service.delivery.webhook import WebhookChannel
 from quota_service.domain.clock import Clock, FleetClock, SystemClock
 from quota_service.errors import SettingsError
 from quota_service.http_server import HttpServer
+from quota_service.periodic import cancel_and_wait
 from quota_service.reports import AccountReports, UsageReports, cursor
 from quota_service.retention import RetentionCleaner
 from quota_service.settings import Settings
@@ -283,12 +284,13 @@ class QuotaServer:
         else:
             await self.server.stop(grace)
         for t in [*self._tasks, *self._rechecks]:
-            t.cancel()
-        await self.clock_sync.stop()
-        await self.sweeper.stop()
+            await cancel_and_wait(t)
+        self._tasks = []
+        await self.sweeper.stop()  # the loops that change data first
         await self.cycler.stop()
         await self.retention.stop()
         await self.dispatcher.stop()
+        await self.clock_sync.stop()
         await self.dispatcher.db.close()
         await self.committer.close()
         await self.alerts.close()
