@@ -20,7 +20,7 @@ import grpc
 import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from quota_client import AsyncQuotaClient, QuotaClientError
+from quota_client import AsyncQuotaClient, MeterPolicy, QuotaClientError
 from quota_service import embedded
 from quota_service.domain.clock import ManualClock
 from quota_service.server import SERVICE_NAME, QuotaServer
@@ -168,6 +168,19 @@ async def test_postgres_cut_answers_unavailable_and_grants_nothing(rig: Rig, acc
     m = (await rig.client.balance(account_id)).meters[METER]
     assert (m.granted, m.used, m.held) == (granted, used, held)
     assert (used, held) == ((2, 3) if op == "reserve" else (5, 0))
+
+
+async def test_seed_000_the_banner_needs_no_postgres_read(rig: Rig, account_id: str) -> None:
+    """A live balance reads the banners' thresholds with the grants, from the meter's policy in
+    Redis: with Postgres cut, GetBalance still shows the running-low banner it stands for."""
+    await make_account(rig.client, account_id, units=UNITS, meter=METER,
+                       policies=(MeterPolicy(METER, alert_pct_left=(50, 0)),))
+    await rig.client.consume(account_id, METER, 6)  # 40% left: below the 50% threshold
+    assert rig.postgres is not None
+    rig.postgres.cut()
+    m = (await rig.client.balance(account_id)).meters[METER]
+    assert (m.remaining, m.notice, m.notice_threshold_pct_left) == (UNITS - 6, "RUNNING_LOW", 50)
+    rig.postgres.restore()
 
 
 async def test_postgres_cut_commit_of_a_hold(rig: Rig, account_id: str) -> None:

@@ -140,8 +140,13 @@ def test_r1_balance_grants_become_grant_states() -> None:
                                GrantState("w1", "$IDR", "", 20, 500, 0, 0, 0, 0, 99, "")}
 
 
+def test_seed_000_a_balance_carries_each_meters_alert_thresholds() -> None:
+    bal = balance_from_text('{"st":"active","ep":1,"g":{},"k":["ai_dialog"],"al":{"ai_dialog":[40,0]}}')
+    assert bal.alert_thresholds == {"ai_dialog": (40, 0)}
+
+
 def test_fb8_empty_lua_tables_in_a_balance_read_as_nothing() -> None:
-    bal = balance_from_text('{"st":"active","ep":1,"g":{},"k":{}}')
+    bal = balance_from_text('{"st":"active","ep":1,"g":{},"k":{},"al":{}}')
     assert bal == BalanceAnswer(status="active")
     assert balance_from_text('{"err":"RELOAD"}') == BalanceAnswer(error="RELOAD")
 

@@ -121,7 +121,7 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
             with contextlib.suppress(NotFound, StorageError):
                 sub = await self.subscriptions.get(request.account_id)
                 cycle = (sub.cycle_start_ms, sub.cycle_end_ms)
-        return t.balance_pb(b, *cycle, await self._alert_thresholds(request.account_id))
+        return t.balance_pb(b, *cycle, b.alert_thresholds)  # the policies' thresholds, read with the grants
 
     async def _alert_thresholds(self, account_id: str) -> dict[str, tuple[int, ...]] | None:
         """The meters' alert thresholds, for their banners (Postgres's to say; None: no banners)."""

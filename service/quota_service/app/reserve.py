@@ -561,7 +561,8 @@ class HotPath:
                             key=lambda g: (g.bucket, g.priority, g.expires_at_ms or 2**62, g.grant_id))
             # every meter and wallet of the account, zeros included (R1, FB8)
             known = [b for b in ans.buckets if not bucket or b == bucket]
-            return BalanceView(account_id, ans.status, grants, now, bucket_totals(grants, now, known))
+            return BalanceView(account_id, ans.status, grants, now, bucket_totals(grants, now, known),
+                               ans.alert_thresholds)
         raise Unavailable("the account's state kept changing; retry")
 
     # -- after a ledger batch ---------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,6 +210,8 @@ class BalanceView:
     grants: list[GrantState]
     as_of_ms: int
     meters: list[BucketTotals] = field(default_factory=list)
+    # each meter's alert thresholds (percent left, from its policy): the meters' banners
+    alert_thresholds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def canonical_hash(*parts: object) -> str:

@@ -13,7 +13,7 @@ once (an error is ``err``, a request fingerprint ``fp``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict, cast
 
 from quota_service.domain.model import ACTIONS, DENIED, GRANTED, Alert, Decision, GrantState, Part
@@ -229,6 +229,7 @@ class BalanceAnswer:
     status: str = ""
     grants: tuple[GrantState, ...] = ()
     buckets: tuple[str, ...] = ()  # every meter and wallet the account knows
+    alert_thresholds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # meter -> percent left
 
 
 def grant_state(grant_id: str, g: GrantJSON) -> GrantState:
@@ -242,8 +243,10 @@ def balance_from_text(text: str) -> BalanceAnswer:
         return BalanceAnswer(error=raw["err"])
     grants: dict[str, GrantJSON] = raw["g"] or {}
     # cjson writes an empty table as {}: a missing or empty k is no buckets
+    alerts: dict[str, list[int]] = raw.get("al") or {}
     return BalanceAnswer(status=raw["st"], grants=tuple(grant_state(gid, g) for gid, g in grants.items()),
-                         buckets=tuple(_items(raw.get("k"))))
+                         buckets=tuple(_items(raw.get("k"))),
+                         alert_thresholds={m: tuple(int(t) for t in al) for m, al in alerts.items()})
 
 
 # -- the ledger entry (read by quota_apply in Postgres) -------------------------------------------
