@@ -7,6 +7,11 @@ from quota_client.results import (
     AccountPage,
     Alert,
     Balance,
+    CataloguePack,
+    CataloguePlan,
+    CataloguePlanGrant,
+    CatalogueProduct,
+    CatalogueTopUpKind,
     Decision,
     Event,
     Grant,
@@ -33,7 +38,8 @@ from quota_client.results import (
     WebhookSecret,
 )
 
-__all__ = ["Account", "AccountOverview", "AccountPage", "Alert", "AsyncQuotaClient", "Balance", "Decision", "Event", "Grant",
+__all__ = ["Account", "AccountOverview", "AccountPage", "Alert", "AsyncQuotaClient", "Balance", "CataloguePack",
+           "CataloguePlan", "CataloguePlanGrant", "CatalogueProduct", "CatalogueTopUpKind", "Decision", "Event", "Grant",
            "GrantPart", "ItemResult", "MeterBalance", "MeterPolicy", "PlanChange", "QuotaClient", "QuotaClientError",
            "ReserveItem", "Statement",
            "StatementLine", "Subscription", "Transaction", "TransactionPage", "Trend", "TrendPoint", "TrendSeries",

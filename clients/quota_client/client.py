@@ -33,6 +33,7 @@ from quota_client.results import (
     Account,
     AccountPage,
     Balance,
+    CatalogueProduct,
     Decision,
     Grant,
     ItemResult,
@@ -510,6 +511,13 @@ class AsyncQuotaClient:
         """Every account of an organization with plan, status, balance and cycle end (KB5)."""
         req = pb.ListAccountsRequest(org_id=org_id, page_size=page_size, page_token=page_token)
         return AccountPage.from_pb(await self._call(self._rpc("ListAccounts"), req, timeout_s))
+
+    async def catalogue(self, product: str = "", *, timeout_s: float | None = None) -> tuple[CatalogueProduct, ...]:
+        """The catalogue the service sells from: every product (or one), with its meters, plans, packs and
+        top-up kinds, as the service has loaded it."""
+        req = pb.ListCatalogueRequest(product=product)
+        res = await self._call(self._rpc("ListCatalogue"), req, timeout_s)
+        return tuple(CatalogueProduct.from_pb(c) for c in res.products)
 
     async def verify(self, account_id: str = "", *, page_size: int = 0, after_account_id: str = "",
                      timeout_s: float = 300.0) -> VerifyReport:

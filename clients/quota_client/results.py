@@ -178,6 +178,7 @@ class Balance:
     as_of_ms: int
     cycle_start_ms: int = 0  # the subscription's current billing cycle; 0 without one
     cycle_end_ms: int = 0
+    time_zone: str = ""  # the account's IANA time zone; "" when the service could not read it
 
     @classmethod
     def from_pb(cls, b: Any) -> Balance:
@@ -185,7 +186,7 @@ class Balance:
             account_id=b.account_id, status=pb.AccountStatus.Name(b.status),
             meters={m.bucket: MeterBalance.from_pb(m) for m in b.meters},
             grants=tuple(Grant.from_pb(g) for g in b.grants), as_of_ms=b.as_of_ms,
-            cycle_start_ms=b.cycle_start_ms, cycle_end_ms=b.cycle_end_ms)
+            cycle_start_ms=b.cycle_start_ms, cycle_end_ms=b.cycle_end_ms, time_zone=b.time_zone)
 
 
 @dataclass(frozen=True)
@@ -429,6 +430,87 @@ class AccountPage:
     @classmethod
     def from_pb(cls, p: Any) -> AccountPage:
         return cls(tuple(AccountOverview.from_pb(a) for a in p.accounts), p.next_page_token)
+
+
+# -- the catalogue -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CataloguePlanGrant:
+    id: str
+    bucket: str  # a meter, or "$" and a currency
+    amount: dict[str, int]  # billing interval -> units ("once" for a one-time grant)
+    at_cycle_end: str
+    label: str
+
+
+@dataclass(frozen=True)
+class CataloguePlan:
+    plan: str
+    title: str
+    kind: str  # subscription | trial
+    intervals: tuple[str, ...]
+    grants: tuple[CataloguePlanGrant, ...]
+    one_time_grants: tuple[CataloguePlanGrant, ...]
+    capacity: dict[str, int]
+    features: dict[str, str]
+    trial: dict[str, Any] | None  # meter, total, duration_days (0: until used up)
+
+
+@dataclass(frozen=True)
+class CataloguePack:
+    pack: str
+    title: str
+    meter: str
+    amount: dict[str, int]
+    price_minor: dict[str, int]
+    currency: str
+    recurrence: str  # once | every_cycle
+    plans: tuple[str, ...]  # empty: any plan
+    self_service: bool
+
+
+@dataclass(frozen=True)
+class CatalogueTopUpKind:
+    kind: str
+    currency: str
+    min_amount_minor: int
+    max_amount_minor: int
+    priority: int
+    label: str
+    self_service: bool
+
+
+@dataclass(frozen=True)
+class CatalogueProduct:
+    """A product as the service sells it now (ListCatalogue)."""
+
+    product: str
+    title: str
+    version: int
+    content_hash: str
+    meters: dict[str, dict[str, str]]  # name -> kind, unit, description
+    plans: tuple[CataloguePlan, ...]
+    packs: tuple[CataloguePack, ...]
+    top_up_kinds: tuple[CatalogueTopUpKind, ...]
+
+    @classmethod
+    def from_pb(cls, c: Any) -> CatalogueProduct:
+        def grant(g: Any) -> CataloguePlanGrant:
+            return CataloguePlanGrant(g.id, g.bucket, dict(g.amount), g.at_cycle_end, g.label)
+
+        plans = tuple(CataloguePlan(
+            p.plan, p.title, p.kind, tuple(p.intervals), tuple(grant(g) for g in p.grants),
+            tuple(grant(g) for g in p.one_time_grants), dict(p.capacity), dict(p.features),
+            {"meter": p.trial.meter, "total": p.trial.total, "duration_days": p.trial.duration_days}
+            if p.HasField("trial") else None) for p in c.plans)
+        return cls(
+            c.product, c.title, c.version, c.content_hash,
+            {m.name: {"kind": m.kind, "unit": m.unit, "description": m.description} for m in c.meters}, plans,
+            tuple(CataloguePack(k.pack, k.title, k.meter, dict(k.amount), dict(k.price_minor), k.currency,
+                                k.recurrence, tuple(k.plans), k.self_service) for k in c.packs),
+            tuple(CatalogueTopUpKind(u.kind, u.currency, u.min_amount_minor, u.max_amount_minor, u.priority, u.label,
+                                     u.self_service) for u in c.top_up_kinds))
 
 
 # -- consistency check ---------------------------------------------------------------------------

@@ -40,7 +40,7 @@ METHOD_ROLES = {
     "Reserve": "enforce", "Commit": "enforce", "Release": "enforce", "Consume": "enforce",
     "Check": "enforce", "ReserveBatch": "enforce", "ReserveStream": "enforce",
     "GetBalance": "read", "GetSubscription": "read", "ListUsage": "read", "ExportUsage": "read", "GetTrend": "read",
-    "ListAccounts": "read", "WatchAlerts": "read",
+    "ListAccounts": "read", "WatchAlerts": "read", "ListCatalogue": "read",
     # billing (KB6: only admins see it)
     "ListTransactions": "admin", "GetStatement": "admin",
     "TopUp": "self_service",  # ad-hoc grants and kinds that are not self-service: admin only (admin.top_up)

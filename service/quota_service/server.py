@@ -166,7 +166,7 @@ class QuotaServer:
             self.hot, self.admin, self.keys, self.subscriptions,
             UsageReports(self.ledger, self.time, self.catalogues, tokens),
             AccountReports(self.ledger, self.time, self.catalogues, tokens), self.alerts,
-            webhooks=self.webhooks, deliveries=self.deliveries)
+            webhooks=self.webhooks, deliveries=self.deliveries, catalogues=self.catalogues)
         add_services(self.server, self.servicer)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.server)
         reflection.enable_server_reflection(

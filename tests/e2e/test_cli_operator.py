@@ -34,13 +34,12 @@ async def test_catalogue_lists_products_and_plans(server: QuotaServer) -> None:
     assert "unique_visitor_topup" in out and "additional_balance" in out and "Additional WhatsApp Balance" in out
     code, out, _ = await cli(server, "catalogue", "conversation", "--json")
     [product] = json.loads(out)
-    [top_up] = product["top_ups"]
+    [top_up] = product["top_up_kinds"]
     assert top_up["kind"] == "additional_balance" and top_up["min_amount_minor"] == 10_000_000
     assert top_up["priority"] == 20 and top_up["self_service"] is True
+    assert product["content_hash"] and product["version"] >= 1
     code, _, err = await cli(server, "catalogue", "nope")
-    assert code == 2 and "no product 'nope'" in err and "conversation" in err
-    code, _, err = await cli(server, "catalogue", "--catalogues", "/nonexistent")
-    assert code == 2 and "is not a directory" in err
+    assert code == 1 and "NOT_FOUND" in err and "no product 'nope'" in err and "conversation" in err
 
 
 async def test_subscribe_change_plan_extend(server: QuotaServer, client: AsyncQuotaClient, account_id: str) -> None:

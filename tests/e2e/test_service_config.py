@@ -37,7 +37,7 @@ def test_every_method_named_exists_and_only_keyed_or_read_only_calls_are_retried
     config = json.loads(CONFIG)
     keyed = {m.name for m in SERVICE.methods if "idempotency_key" in m.input_type.fields_by_name}
     read_only = {"Check", "GetBalance", "GetSubscription", "ListUsage", "GetTrend", "ListTransactions",
-                 "GetStatement", "ListAccounts", "ListWebhookEndpoints", "ListDeliveries"}
+                 "GetStatement", "ListAccounts", "ListWebhookEndpoints", "ListDeliveries", "ListCatalogue"}
     named: list[str] = []
     for entry in config["methodConfig"]:
         methods = [n["method"] for n in entry["name"]]
@@ -100,6 +100,7 @@ async def test_the_retry_policy_resends_unavailable_calls_with_their_key(scripte
     servicer, target = scripted
     channel = configured_channel(target)
     try:
+        await channel.channel_ready()  # connected first: the config's 2 s deadline is for the attempts alone
         stub = pb_grpc.QuotaServiceStub(channel)  # type: ignore[no-untyped-call]
         d = await stub.Consume(pb.ReserveRequest(account_id="a", meter="m", amount=1, idempotency_key="k-1"))
     finally:

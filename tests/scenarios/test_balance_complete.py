@@ -77,3 +77,19 @@ async def test_r6_the_balance_as_of_lists_the_plan_meters_of_that_time(
     assert set(after.meters) == {"ai_dialog", "bot_session"}
     then = await client.balance(account_id, as_of_ms=before.as_of_ms)
     assert totals(then) == totals(before), "the plan's meters are listed from the subscription on"
+
+
+async def test_r1_a_balance_names_the_accounts_time_zone(client: AsyncQuotaClient, clock: ManualClock,
+                                                         account_id: str) -> None:
+    """Times in a balance are shown in the account's time zone: GetBalance names it, live and as of a
+    past time, with or without a subscription."""
+    await client.create_account(account_id, time_zone="Asia/Jakarta")
+    live = await client.balance(account_id)
+    assert (live.time_zone, live.cycle_start_ms, live.cycle_end_ms) == ("Asia/Jakarta", 0, 0)
+    await client.subscribe(account_id, "ai_chatbot", "starter")
+    live = await client.balance(account_id)
+    assert live.time_zone == "Asia/Jakarta" and live.cycle_start_ms <= live.as_of_ms < live.cycle_end_ms
+    clock.advance(1_000)
+    then = await client.balance(account_id, as_of_ms=live.as_of_ms)
+    assert (then.time_zone, then.cycle_start_ms, then.cycle_end_ms) == (
+        "Asia/Jakarta", live.cycle_start_ms, live.cycle_end_ms)

@@ -313,6 +313,10 @@ async def test_sighup_reload_switches_only_to_a_valid_newer_catalogue(
             sub = await c.subscribe(account_id, "ai_helpmate", "boost", interval="monthly")
             assert sub.catalogue_version == 2
             assert (await c.balance(account_id)).meters["ai_conversation"].granted == 55
+            # ListCatalogue serves the set in use: the reloaded version, with its new amount
+            [helpmate] = await c.catalogue("ai_helpmate")
+            boost = next(p for p in helpmate.plans if p.plan == "boost")
+            assert helpmate.version == 2 and 55 in [g.amount.get("monthly") for g in boost.grants]
     finally:
         await srv.stop(1)
 

@@ -19,7 +19,7 @@ from quota_service.api import SERVICE_NAME, add_services
 from quota_service.api import translate as t
 from quota_service.api.servicer import QuotaServicer
 from quota_service.app.alerts import AlertEvent
-from quota_service.app.subscriptions import SubscriptionInfo
+from quota_service.app.subscriptions import BalanceContext, SubscriptionInfo
 from quota_service.domain import model
 from quota_service.errors import InvalidArgument
 from quota_service.reports.model import (
@@ -48,16 +48,16 @@ TXN = Transaction(7, 1_500, "charge", "g-w", "$IDR", -2_500, "topup", "AI", "k-7
 
 def test_r1_grant_and_balance_carry_every_field_and_the_cycle() -> None:
     view = model.BalanceView("acme", "suspended", [GRANT], 2_000, [TOTALS])
-    msg = t.balance_pb(view, 1_000, 5_000)
+    msg = t.balance_pb(view, BalanceContext("Asia/Jakarta", 1_000, 5_000))
     assert (msg.account_id, msg.status, msg.as_of_ms) == ("acme", pb.SUSPENDED, 2_000)
-    assert (msg.cycle_start_ms, msg.cycle_end_ms) == (1_000, 5_000)
+    assert (msg.cycle_start_ms, msg.cycle_end_ms, msg.time_zone) == (1_000, 5_000, "Asia/Jakarta")
     assert [(m.bucket, m.granted, m.used, m.held, m.remaining, m.remaining_pct) for m in msg.meters] == [
         ("ai_dialog", 100, 30, 5, 65, 65.0)]
     g = msg.grants[0]
     assert (g.grant_id, g.bucket, g.source, g.priority, g.granted, g.used, g.held, g.remaining, g.overdraft_limit,
             g.starts_at_ms, g.expires_at_ms, g.label) == ("g-1", "ai_dialog", "plan", 10, 100, 30, 5, 65, 20, 1_000,
                                                           9_000, "Plan allowance")
-    assert t.balance_at_pb(BalanceAt(view, 1_000, 5_000)) == msg
+    assert t.balance_at_pb(BalanceAt(view, 1_000, 5_000), time_zone="Asia/Jakarta") == msg
     assert t.balance_at_pb(BalanceAt(view)).cycle_start_ms == 0, "no cycle in force: zeros"
 
 
@@ -221,3 +221,27 @@ async def test_add_services_registers_the_quota_service() -> None:
         await server.stop(None)
     assert err.value.code() != grpc.StatusCode.UNIMPLEMENTED
     assert "reports are not available" in (err.value.details() or "")
+
+
+def test_a2_the_catalogue_is_served_as_loaded() -> None:
+    """ListCatalogue: every product with its meters, plans, packs and top-up kinds, from the loaded set."""
+    from quota_service.catalogue import load_directory
+
+    cats = load_directory(SERVICE.parents[1] / "deploy" / "catalogues")
+    msg = t.catalogue_pb(cats[p] for p in sorted(cats))
+    assert [p.product for p in msg.products] == sorted(cats)
+    helpmate = next(p for p in msg.products if p.product == "ai_helpmate")
+    cat = cats["ai_helpmate"]
+    assert (helpmate.version, helpmate.content_hash) == (cat.version, cat.content_hash)
+    assert {m.name: m.kind for m in helpmate.meters} == {m.name: m.kind for m in cat.meters.values()}
+    assert [p.plan for p in helpmate.plans] == list(cat.plans)
+    [kind] = [k for k in helpmate.top_up_kinds if k.kind == "prepaid_credit"]
+    assert (kind.min_amount_minor, kind.max_amount_minor, kind.priority, kind.self_service, kind.label) == (
+        1000, 10_000_000, 20, True, "Prepaid credit")
+    plan = next(iter(cat.plans.values()))
+    pm = helpmate.plans[0]
+    assert [(g.id, g.bucket, dict(g.amount), g.at_cycle_end) for g in pm.grants] == [
+        (g.id, g.bucket, dict(g.amount), g.at_cycle_end) for g in plan.grants]
+    assert dict(pm.features) == dict(plan.features) and list(pm.intervals) == list(plan.intervals)
+    packs = [p for c in msg.products for p in c.packs]
+    assert packs and all(p.currency and p.recurrence in ("once", "every_cycle") for p in packs)

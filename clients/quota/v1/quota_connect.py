@@ -86,6 +86,9 @@ class QuotaService(Protocol):
     async def list_accounts(self, request: quota_dot_v1_dot_quota__pb2.ListAccountsRequest, ctx: RequestContext) -> quota_dot_v1_dot_quota__pb2.AccountPage:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
 
+    async def list_catalogue(self, request: quota_dot_v1_dot_quota__pb2.ListCatalogueRequest, ctx: RequestContext) -> quota_dot_v1_dot_quota__pb2.ListCatalogueResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+
     def watch_alerts(self, request: quota_dot_v1_dot_quota__pb2.WatchAlertsRequest, ctx: RequestContext) -> AsyncIterator[quota_dot_v1_dot_quota__pb2.AlertEvent]:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
 
@@ -351,6 +354,16 @@ class QuotaServiceASGIApplication(ConnectASGIApplication[QuotaService]):
                         idempotency_level=IdempotencyLevel.UNKNOWN,
                     ),
                     function=svc.list_accounts,
+                ),
+                "/quota.v1.QuotaService/ListCatalogue": Endpoint.unary(
+                    method=MethodInfo(
+                        name="ListCatalogue",
+                        service_name="quota.v1.QuotaService",
+                        input=quota_dot_v1_dot_quota__pb2.ListCatalogueRequest,
+                        output=quota_dot_v1_dot_quota__pb2.ListCatalogueResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=svc.list_catalogue,
                 ),
                 "/quota.v1.QuotaService/WatchAlerts": Endpoint.server_stream(
                     method=MethodInfo(
@@ -925,6 +938,26 @@ class QuotaServiceClient(ConnectClient):
             timeout_ms=timeout_ms,
         )
 
+    async def list_catalogue(
+        self,
+        request: quota_dot_v1_dot_quota__pb2.ListCatalogueRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> quota_dot_v1_dot_quota__pb2.ListCatalogueResponse:
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ListCatalogue",
+                service_name="quota.v1.QuotaService",
+                input=quota_dot_v1_dot_quota__pb2.ListCatalogueRequest,
+                output=quota_dot_v1_dot_quota__pb2.ListCatalogueResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
     def watch_alerts(
         self,
         request: quota_dot_v1_dot_quota__pb2.WatchAlertsRequest,
@@ -1172,6 +1205,8 @@ class QuotaServiceSync(Protocol):
     def get_statement(self, request: quota_dot_v1_dot_quota__pb2.GetStatementRequest, ctx: RequestContext) -> quota_dot_v1_dot_quota__pb2.Statement:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
     def list_accounts(self, request: quota_dot_v1_dot_quota__pb2.ListAccountsRequest, ctx: RequestContext) -> quota_dot_v1_dot_quota__pb2.AccountPage:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+    def list_catalogue(self, request: quota_dot_v1_dot_quota__pb2.ListCatalogueRequest, ctx: RequestContext) -> quota_dot_v1_dot_quota__pb2.ListCatalogueResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
     def watch_alerts(self, request: quota_dot_v1_dot_quota__pb2.WatchAlertsRequest, ctx: RequestContext) -> Iterator[quota_dot_v1_dot_quota__pb2.AlertEvent]:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
@@ -1428,6 +1463,16 @@ class QuotaServiceWSGIApplication(ConnectWSGIApplication):
                         idempotency_level=IdempotencyLevel.UNKNOWN,
                     ),
                     function=service.list_accounts,
+                ),
+                "/quota.v1.QuotaService/ListCatalogue": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="ListCatalogue",
+                        service_name="quota.v1.QuotaService",
+                        input=quota_dot_v1_dot_quota__pb2.ListCatalogueRequest,
+                        output=quota_dot_v1_dot_quota__pb2.ListCatalogueResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=service.list_catalogue,
                 ),
                 "/quota.v1.QuotaService/WatchAlerts": EndpointSync.server_stream(
                     method=MethodInfo(
@@ -1996,6 +2041,26 @@ class QuotaServiceClientSync(ConnectClientSync):
                 service_name="quota.v1.QuotaService",
                 input=quota_dot_v1_dot_quota__pb2.ListAccountsRequest,
                 output=quota_dot_v1_dot_quota__pb2.AccountPage,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def list_catalogue(
+        self,
+        request: quota_dot_v1_dot_quota__pb2.ListCatalogueRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> quota_dot_v1_dot_quota__pb2.ListCatalogueResponse:
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ListCatalogue",
+                service_name="quota.v1.QuotaService",
+                input=quota_dot_v1_dot_quota__pb2.ListCatalogueRequest,
+                output=quota_dot_v1_dot_quota__pb2.ListCatalogueResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
             ),
             headers=headers,

@@ -282,7 +282,7 @@ class MeterBalance(_message.Message):
     def __init__(self, bucket: _Optional[str] = ..., granted: _Optional[int] = ..., used: _Optional[int] = ..., held: _Optional[int] = ..., remaining: _Optional[int] = ..., remaining_pct: _Optional[float] = ..., notice: _Optional[_Union[Notice, str]] = ..., notice_threshold_pct_left: _Optional[int] = ...) -> None: ...
 
 class Balance(_message.Message):
-    __slots__ = ("account_id", "status", "meters", "grants", "as_of_ms", "cycle_start_ms", "cycle_end_ms")
+    __slots__ = ("account_id", "status", "meters", "grants", "as_of_ms", "cycle_start_ms", "cycle_end_ms", "time_zone")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     METERS_FIELD_NUMBER: _ClassVar[int]
@@ -290,6 +290,7 @@ class Balance(_message.Message):
     AS_OF_MS_FIELD_NUMBER: _ClassVar[int]
     CYCLE_START_MS_FIELD_NUMBER: _ClassVar[int]
     CYCLE_END_MS_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     status: AccountStatus
     meters: _containers.RepeatedCompositeFieldContainer[MeterBalance]
@@ -297,7 +298,8 @@ class Balance(_message.Message):
     as_of_ms: int
     cycle_start_ms: int
     cycle_end_ms: int
-    def __init__(self, account_id: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., meters: _Optional[_Iterable[_Union[MeterBalance, _Mapping]]] = ..., grants: _Optional[_Iterable[_Union[GrantBalance, _Mapping]]] = ..., as_of_ms: _Optional[int] = ..., cycle_start_ms: _Optional[int] = ..., cycle_end_ms: _Optional[int] = ...) -> None: ...
+    time_zone: str
+    def __init__(self, account_id: _Optional[str] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., meters: _Optional[_Iterable[_Union[MeterBalance, _Mapping]]] = ..., grants: _Optional[_Iterable[_Union[GrantBalance, _Mapping]]] = ..., as_of_ms: _Optional[int] = ..., cycle_start_ms: _Optional[int] = ..., cycle_end_ms: _Optional[int] = ..., time_zone: _Optional[str] = ...) -> None: ...
 
 class GrantSpec(_message.Message):
     __slots__ = ("grant_id", "meter", "currency", "amount", "source", "priority", "overdraft_limit", "starts_at_ms", "expires_at_ms", "label", "kind")
@@ -1140,3 +1142,168 @@ class ReplayDeliveriesResponse(_message.Message):
     deliveries: int
     replayed: bool
     def __init__(self, deliveries: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class ListCatalogueRequest(_message.Message):
+    __slots__ = ("product",)
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    product: str
+    def __init__(self, product: _Optional[str] = ...) -> None: ...
+
+class ListCatalogueResponse(_message.Message):
+    __slots__ = ("products",)
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    products: _containers.RepeatedCompositeFieldContainer[CatalogueProduct]
+    def __init__(self, products: _Optional[_Iterable[_Union[CatalogueProduct, _Mapping]]] = ...) -> None: ...
+
+class CatalogueProduct(_message.Message):
+    __slots__ = ("product", "title", "version", "content_hash", "meters", "plans", "packs", "top_up_kinds")
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    METERS_FIELD_NUMBER: _ClassVar[int]
+    PLANS_FIELD_NUMBER: _ClassVar[int]
+    PACKS_FIELD_NUMBER: _ClassVar[int]
+    TOP_UP_KINDS_FIELD_NUMBER: _ClassVar[int]
+    product: str
+    title: str
+    version: int
+    content_hash: str
+    meters: _containers.RepeatedCompositeFieldContainer[CatalogueMeter]
+    plans: _containers.RepeatedCompositeFieldContainer[CataloguePlan]
+    packs: _containers.RepeatedCompositeFieldContainer[CataloguePack]
+    top_up_kinds: _containers.RepeatedCompositeFieldContainer[CatalogueTopUpKind]
+    def __init__(self, product: _Optional[str] = ..., title: _Optional[str] = ..., version: _Optional[int] = ..., content_hash: _Optional[str] = ..., meters: _Optional[_Iterable[_Union[CatalogueMeter, _Mapping]]] = ..., plans: _Optional[_Iterable[_Union[CataloguePlan, _Mapping]]] = ..., packs: _Optional[_Iterable[_Union[CataloguePack, _Mapping]]] = ..., top_up_kinds: _Optional[_Iterable[_Union[CatalogueTopUpKind, _Mapping]]] = ...) -> None: ...
+
+class CatalogueMeter(_message.Message):
+    __slots__ = ("name", "kind", "unit", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    unit: str
+    description: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., unit: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class CataloguePlan(_message.Message):
+    __slots__ = ("plan", "title", "kind", "intervals", "grants", "one_time_grants", "capacity", "features", "trial")
+    class CapacityEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class FeaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    INTERVALS_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    ONE_TIME_GRANTS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
+    plan: str
+    title: str
+    kind: str
+    intervals: _containers.RepeatedScalarFieldContainer[str]
+    grants: _containers.RepeatedCompositeFieldContainer[CataloguePlanGrant]
+    one_time_grants: _containers.RepeatedCompositeFieldContainer[CataloguePlanGrant]
+    capacity: _containers.ScalarMap[str, int]
+    features: _containers.ScalarMap[str, str]
+    trial: CatalogueTrial
+    def __init__(self, plan: _Optional[str] = ..., title: _Optional[str] = ..., kind: _Optional[str] = ..., intervals: _Optional[_Iterable[str]] = ..., grants: _Optional[_Iterable[_Union[CataloguePlanGrant, _Mapping]]] = ..., one_time_grants: _Optional[_Iterable[_Union[CataloguePlanGrant, _Mapping]]] = ..., capacity: _Optional[_Mapping[str, int]] = ..., features: _Optional[_Mapping[str, str]] = ..., trial: _Optional[_Union[CatalogueTrial, _Mapping]] = ...) -> None: ...
+
+class CataloguePlanGrant(_message.Message):
+    __slots__ = ("id", "bucket", "amount", "at_cycle_end", "label")
+    class AmountEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    AT_CYCLE_END_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    bucket: str
+    amount: _containers.ScalarMap[str, int]
+    at_cycle_end: str
+    label: str
+    def __init__(self, id: _Optional[str] = ..., bucket: _Optional[str] = ..., amount: _Optional[_Mapping[str, int]] = ..., at_cycle_end: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+
+class CatalogueTrial(_message.Message):
+    __slots__ = ("meter", "total", "duration_days")
+    METER_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DURATION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    meter: str
+    total: int
+    duration_days: int
+    def __init__(self, meter: _Optional[str] = ..., total: _Optional[int] = ..., duration_days: _Optional[int] = ...) -> None: ...
+
+class CataloguePack(_message.Message):
+    __slots__ = ("pack", "title", "meter", "amount", "price_minor", "currency", "recurrence", "plans", "self_service")
+    class AmountEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class PriceMinorEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    PACK_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    METER_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    PRICE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    RECURRENCE_FIELD_NUMBER: _ClassVar[int]
+    PLANS_FIELD_NUMBER: _ClassVar[int]
+    SELF_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    pack: str
+    title: str
+    meter: str
+    amount: _containers.ScalarMap[str, int]
+    price_minor: _containers.ScalarMap[str, int]
+    currency: str
+    recurrence: str
+    plans: _containers.RepeatedScalarFieldContainer[str]
+    self_service: bool
+    def __init__(self, pack: _Optional[str] = ..., title: _Optional[str] = ..., meter: _Optional[str] = ..., amount: _Optional[_Mapping[str, int]] = ..., price_minor: _Optional[_Mapping[str, int]] = ..., currency: _Optional[str] = ..., recurrence: _Optional[str] = ..., plans: _Optional[_Iterable[str]] = ..., self_service: _Optional[bool] = ...) -> None: ...
+
+class CatalogueTopUpKind(_message.Message):
+    __slots__ = ("kind", "currency", "min_amount_minor", "max_amount_minor", "priority", "label", "self_service")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    MIN_AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SELF_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    currency: str
+    min_amount_minor: int
+    max_amount_minor: int
+    priority: int
+    label: str
+    self_service: bool
+    def __init__(self, kind: _Optional[str] = ..., currency: _Optional[str] = ..., min_amount_minor: _Optional[int] = ..., max_amount_minor: _Optional[int] = ..., priority: _Optional[int] = ..., label: _Optional[str] = ..., self_service: _Optional[bool] = ...) -> None: ...

@@ -149,6 +149,11 @@ class QuotaServiceStub:
                 request_serializer=quota_dot_v1_dot_quota__pb2.ListAccountsRequest.SerializeToString,
                 response_deserializer=quota_dot_v1_dot_quota__pb2.AccountPage.FromString,
                 _registered_method=True)
+        self.ListCatalogue = channel.unary_unary(
+                '/quota.v1.QuotaService/ListCatalogue',
+                request_serializer=quota_dot_v1_dot_quota__pb2.ListCatalogueRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.ListCatalogueResponse.FromString,
+                _registered_method=True)
         self.WatchAlerts = channel.unary_stream(
                 '/quota.v1.QuotaService/WatchAlerts',
                 request_serializer=quota_dot_v1_dot_quota__pb2.WatchAlertsRequest.SerializeToString,
@@ -376,6 +381,14 @@ class QuotaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCatalogue(self, request, context):
+        """The catalogue the service sells from (role read): every product's meters, plans, packs and
+        wallet top-up kinds, as loaded now (after the last reload), so callers never read its files.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchAlerts(self, request, context):
         """Alerts (QA6, FB4; role read): every threshold crossed, once per cycle, from the durable store.
         Sends the events after after_event_id, then new ones as they happen; reconnect with the last
@@ -577,6 +590,11 @@ def add_QuotaServiceServicer_to_server(servicer, server):
                     servicer.ListAccounts,
                     request_deserializer=quota_dot_v1_dot_quota__pb2.ListAccountsRequest.FromString,
                     response_serializer=quota_dot_v1_dot_quota__pb2.AccountPage.SerializeToString,
+            ),
+            'ListCatalogue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCatalogue,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.ListCatalogueRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.ListCatalogueResponse.SerializeToString,
             ),
             'WatchAlerts': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchAlerts,
@@ -1250,6 +1268,33 @@ class QuotaService:
             '/quota.v1.QuotaService/ListAccounts',
             quota_dot_v1_dot_quota__pb2.ListAccountsRequest.SerializeToString,
             quota_dot_v1_dot_quota__pb2.AccountPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCatalogue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.QuotaService/ListCatalogue',
+            quota_dot_v1_dot_quota__pb2.ListCatalogueRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.ListCatalogueResponse.FromString,
             options,
             channel_credentials,
             insecure,

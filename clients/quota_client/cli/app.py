@@ -36,7 +36,6 @@ from quota_client.results import (
     VerifyReport,
 )
 
-DAY_MS = 86_400_000
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer killed by a closed pipe
 
 
@@ -44,12 +43,13 @@ def parser() -> argparse.ArgumentParser:
     return build([(name, text, add) for name, text, add, _ in COMMANDS])
 
 
-async def zone_of(c: AsyncQuotaClient, account_id: str) -> tzinfo:
-    """The account's time zone, for human output. The API names it in Account and Trend answers only, so
-    it is asked of GetTrend for one hour of 1970 (one bucket, no rows); UTC when that is not allowed."""
+async def zone_of(c: AsyncQuotaClient, account_id: str, balance: Balance | None = None) -> tzinfo:
+    """The account's time zone, for human output: the balance names it (asked for when not given);
+    UTC when the key may not read the balance or the service could not say."""
     try:
-        trend = await c.trend(account_id, from_ms=DAY_MS, to_ms=DAY_MS + 1, granularity="hour")
-        return ZoneInfo(trend.time_zone or "UTC")
+        if balance is None:
+            balance = await c.balance(account_id)
+        return ZoneInfo(balance.time_zone or "UTC")
     except (QuotaClientError, ZoneInfoNotFoundError, ValueError):
         return UTC
 
@@ -90,7 +90,9 @@ async def _human(c: AsyncQuotaClient, args: argparse.Namespace, result: Any) -> 
     if isinstance(result, Trend):
         width = render.columns_env() or (render.console().width if render.console().is_terminal else 80)
         return ["\n".join(chart.chart_lines(result, width))]
-    zone = await zone_of(c, args.account_id)
+    if args.command == "catalogue":
+        return catalogue.show(result, detail=bool(args.product))
+    zone = await zone_of(c, args.account_id, result if isinstance(result, Balance) else None)
     shows: list[tuple[type, Any]] = [
         (Decision, render.show_decision), (Grant, render.show_grant), (Subscription, render.show_subscription),
         (Balance, render.show_balance), (UsagePage, render.show_usage), (TransactionPage, render.show_transactions),
@@ -118,13 +120,6 @@ def _print(args: argparse.Namespace, result: Any, shown: list[RenderableType]) -
 
 def _local(args: argparse.Namespace) -> int:
     """The commands that need no connection to the service."""
-    if args.command == "catalogue":
-        products = catalogue.summaries(catalogue.load(catalogue.catalogue_dir(args.catalogues)), args.product)
-        if args.json:
-            print(jsonout.dumps(products))
-        else:
-            render.emit(catalogue.show(products, detail=bool(args.product)))
-        return 0
     from quota_service.__main__ import keys_command
     from quota_service.errors import SettingsError
     from quota_service.settings import Settings
@@ -150,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_command(words, [name for name, *_ in COMMANDS])
         args = parser().parse_args(words)
-        if args.command in ("catalogue", "keys"):
+        if args.command == "keys":
             return _local(args)
         result, shown = asyncio.run(run(args))
         _print(args, result, shown)

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from quota_client.cli import deliveries, streams, webhooks
+from quota_client.cli import catalogue, deliveries, streams, webhooks
 from quota_client.cli.parse import Builder, duration_ms, pack, pair, when_ms
 from quota_client.client import AsyncQuotaClient
 from quota_client.results import MeterPolicy
@@ -328,7 +328,10 @@ async def verify(c: AsyncQuotaClient, a: argparse.Namespace) -> Any:
 
 def a_catalogue(p: argparse.ArgumentParser) -> None:
     p.add_argument("product", nargs="?", default="", help="one product, with its packs and top-up kinds")
-    p.add_argument("--catalogues", default=None, help="the catalogue directory (env QUOTA_CATALOGUE_DIR)")
+
+
+async def catalogue_products(c: AsyncQuotaClient, a: argparse.Namespace) -> Any:
+    return await catalogue.products(c, a.product)
 
 
 def a_keys(p: argparse.ArgumentParser) -> None:
@@ -338,7 +341,7 @@ def a_keys(p: argparse.ArgumentParser) -> None:
 
 # name, help, arguments, handler (None: handled without a connection, or by a stream)
 COMMANDS: list[tuple[str, str, Builder, Handler | None]] = [
-    ("catalogue", "the catalogue's products and plans (read from the catalogue directory)", a_catalogue, None),
+    ("catalogue", "the catalogue's products and plans, as the service sells them", a_catalogue, catalogue_products),
     ("create-account", "create an account", a_create_account, create_account),
     ("set-status", "set an account's status: active, suspended or expired", a_set_status, set_status),
     ("change-owner", "hand an account to another owner", a_change_owner, change_owner),

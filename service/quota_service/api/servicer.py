@@ -21,8 +21,9 @@ from quota_service.app.accounts import Admin
 from quota_service.app.alerts import AlertFeed
 from quota_service.app.deliveries import Deliveries
 from quota_service.app.reserve import HotPath, ReserveRequest
-from quota_service.app.subscriptions import Subscriptions
+from quota_service.app.subscriptions import BalanceContext, Subscriptions
 from quota_service.app.webhooks import Webhooks
+from quota_service.catalogue import CatalogueSet
 from quota_service.catalogue.top_ups import NotSelfService
 from quota_service.domain import validation as v
 from quota_service.errors import FailedPrecondition, InvalidArgument, NotFound, QuotaError, StorageError
@@ -38,7 +39,8 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
     def __init__(self, hot: HotPath, admin: Admin, keys: auth.KeyStore | None = None,
                  subscriptions: Subscriptions | None = None, usage: UsageReports | None = None,
                  accounts: AccountReports | None = None, alerts: AlertFeed | None = None,
-                 webhooks: Webhooks | None = None, deliveries: Deliveries | None = None) -> None:
+                 webhooks: Webhooks | None = None, deliveries: Deliveries | None = None,
+                 catalogues: CatalogueSet | None = None) -> None:
         self.hot = hot
         self.admin = admin
         self.keys = keys  # None: authentication is off
@@ -48,6 +50,7 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         self.alerts = alerts
         self.webhooks = webhooks
         self.deliveries = deliveries
+        self.catalogues = catalogues  # None: the service runs without a catalogue
 
     def _usage(self) -> UsageReports:
         if self.usage is None:
@@ -113,15 +116,18 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         await self._scope(request.account_id)
         if request.as_of_ms:
             at = await self._accounts().balance_as_of(request.account_id, request.meter, request.as_of_ms)
-            return t.balance_at_pb(at, await self._alert_thresholds(request.account_id))
+            ctx = await self._balance_context(request.account_id)
+            return t.balance_at_pb(at, await self._alert_thresholds(request.account_id), ctx.time_zone)
         b = await self.hot.balance(request.account_id, request.meter)
-        cycle = (0, 0)
+        # the policies' thresholds come with the grants from Redis; time zone and cycle from Postgres
+        return t.balance_pb(b, await self._balance_context(request.account_id), b.alert_thresholds)
+
+    async def _balance_context(self, account_id: str) -> BalanceContext:
+        """The time zone and cycle are Postgres's to say; without an answer the balance (from Redis) still stands."""
         if self.subscriptions is not None:
-            # the cycle is Postgres's to say; without an answer the balance (from Redis) still stands
-            with contextlib.suppress(NotFound, StorageError):
-                sub = await self.subscriptions.get(request.account_id)
-                cycle = (sub.cycle_start_ms, sub.cycle_end_ms)
-        return t.balance_pb(b, *cycle, b.alert_thresholds)  # the policies' thresholds, read with the grants
+            with contextlib.suppress(StorageError):
+                return await self.subscriptions.balance_context(account_id)
+        return BalanceContext()
 
     async def _alert_thresholds(self, account_id: str) -> dict[str, tuple[int, ...]] | None:
         """The meters' alert thresholds, for their banners (Postgres's to say; None: no banners)."""
@@ -276,6 +282,15 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
     async def GetStatement(self, request: pb.GetStatementRequest, context: aio.ServicerContext) -> pb.Statement:
         await self._scope(request.account_id)
         return t.statement_pb(await self._accounts().statement(request.account_id, request.cycle))
+
+    async def ListCatalogue(self, request: pb.ListCatalogueRequest,
+                            context: aio.ServicerContext) -> pb.ListCatalogueResponse:
+        v.ident("product", request.product, required=False)
+        found = self.catalogues.catalogues if self.catalogues is not None else {}
+        if request.product and request.product not in found:
+            raise NotFound("product", f"no product {request.product!r} in the catalogue "
+                                      f"(products: {', '.join(sorted(found)) or 'none'})")
+        return t.catalogue_pb([found[p] for p in sorted(found) if not request.product or p == request.product])
 
     async def ListAccounts(self, request: pb.ListAccountsRequest, context: aio.ServicerContext) -> pb.AccountPage:
         if self.keys is not None:

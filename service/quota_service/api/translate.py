@@ -15,8 +15,9 @@ from quota.v1 import quota_pb2 as pb
 
 from quota_service.app.alerts import AlertEvent, WatchAlerts
 from quota_service.app.deliveries import DeliveryPage
-from quota_service.app.subscriptions import SubscriptionInfo
+from quota_service.app.subscriptions import BalanceContext, SubscriptionInfo
 from quota_service.app.webhooks import EndpointChange, EndpointPage, EndpointSecret, WebhookEndpoint
+from quota_service.catalogue.model import Catalogue, Plan
 from quota_service.domain import model
 from quota_service.domain import validation as v
 from quota_service.domain.events import NOTICE_NONE, NOTICE_RAN_OUT, NOTICE_RUNNING_LOW, notice
@@ -110,17 +111,19 @@ def meters_pb(meters: Iterable[model.BucketTotals],
     return out
 
 
-def balance_pb(b: model.BalanceView, cycle_start_ms: int = 0, cycle_end_ms: int = 0,
+def balance_pb(b: model.BalanceView, ctx: BalanceContext | None = None,
                thresholds: Mapping[str, Sequence[int]] | None = None) -> pb.Balance:
-    """A balance (live, or as of a past time) with the billing cycle in force (0, 0: none, or unknown);
-    with the meters' alert thresholds, their banners."""
+    """A balance (live, or as of a past time) with the account's time zone and the billing cycle in
+    force (0, 0: none, or unknown); with the meters' alert thresholds, their banners."""
+    ctx = ctx or BalanceContext()
     return pb.Balance(account_id=b.account_id, status=status_pb(b.status), meters=meters_pb(b.meters, thresholds),
                       grants=[grant_pb(g) for g in b.grants], as_of_ms=b.as_of_ms,
-                      cycle_start_ms=cycle_start_ms, cycle_end_ms=cycle_end_ms)
+                      cycle_start_ms=ctx.cycle_start_ms, cycle_end_ms=ctx.cycle_end_ms, time_zone=ctx.time_zone)
 
 
-def balance_at_pb(b: BalanceAt, thresholds: Mapping[str, Sequence[int]] | None = None) -> pb.Balance:
-    return balance_pb(b.balance, b.cycle_start_ms, b.cycle_end_ms, thresholds)
+def balance_at_pb(b: BalanceAt, thresholds: Mapping[str, Sequence[int]] | None = None,
+                  time_zone: str = "") -> pb.Balance:
+    return balance_pb(b.balance, BalanceContext(time_zone, b.cycle_start_ms, b.cycle_end_ms), thresholds)
 
 
 def grant_spec(request: pb.TopUpRequest) -> model.GrantSpec:
@@ -334,3 +337,37 @@ def webhook_deleted_pb(endpoint_id: str, replayed: bool) -> pb.DeleteWebhookEndp
 def grace_seconds(req: pb.RotateWebhookSecretRequest) -> int | None:
     """The request's grace period in seconds; None when it gives none (the default applies)."""
     return req.grace_seconds if req.HasField("grace_seconds") else None
+
+
+# -- the catalogue ------------------------------------------------------------------------------
+
+
+def _plan_pb(p: Plan) -> pb.CataloguePlan:
+    out = pb.CataloguePlan(
+        plan=p.name, title=p.title, kind=p.kind, intervals=list(p.intervals),
+        grants=[pb.CataloguePlanGrant(id=g.id, bucket=g.bucket, amount=dict(g.amount), at_cycle_end=g.at_cycle_end,
+                                      label=g.label) for g in p.grants],
+        one_time_grants=[pb.CataloguePlanGrant(id=g.id, bucket=g.bucket, amount={"once": g.amount}, label=g.label)
+                         for g in p.one_time_grants],
+        capacity=dict(p.capacity), features=dict(p.features))
+    if p.trial is not None:
+        out.trial.CopyFrom(pb.CatalogueTrial(meter=p.trial.meter, total=p.trial.total,
+                                             duration_days=p.trial.duration_days or 0))
+    return out
+
+
+def catalogue_pb(catalogues: Iterable[Catalogue]) -> pb.ListCatalogueResponse:
+    """Each product as it is sold: meters, plans, packs and the wallets' top-up kinds."""
+    return pb.ListCatalogueResponse(products=[pb.CatalogueProduct(
+        product=c.product, title=c.title, version=c.version, content_hash=c.content_hash,
+        meters=[pb.CatalogueMeter(name=m.name, kind=m.kind, unit=m.unit, description=m.description)
+                for m in c.meters.values()],
+        plans=[_plan_pb(p) for p in c.plans.values()],
+        packs=[pb.CataloguePack(pack=k.name, title=k.title, meter=k.meter, amount=dict(k.amount),
+                                price_minor=dict(k.price_minor), currency=k.price_currency, recurrence=k.recurrence,
+                                plans=list(k.plans), self_service=k.self_service) for k in c.packs.values()],
+        top_up_kinds=[pb.CatalogueTopUpKind(kind=u.id, currency=w.currency, min_amount_minor=u.min_amount_minor,
+                                            max_amount_minor=u.max_amount_minor, priority=u.priority, label=u.label,
+                                            self_service=u.self_service)
+                      for w in c.wallets.values() for u in w.top_ups.values()],
+    ) for c in catalogues])

@@ -75,6 +75,16 @@ class SubscriptionInfo:
     pending: Mapping[str, Any] | None = None  # a plan change waiting for the cycle end: plan, interval, packs
 
 
+@dataclass(frozen=True)
+class BalanceContext:
+    """What a live balance shows beside Redis's numbers, from Postgres: the account's time zone and
+    its current billing cycle (0, 0 without a subscription)."""
+
+    time_zone: str = ""
+    cycle_start_ms: int = 0
+    cycle_end_ms: int = 0
+
+
 def subscription_info(row: asyncpg.Record, replayed: bool = False) -> SubscriptionInfo:
     return SubscriptionInfo(row["account_id"], row["product"], row["plan"], row["interval"],
                             row["catalogue_version"], row["catalogue_hash"], dict(row["packs"] or {}),
@@ -251,6 +261,13 @@ class Subscriptions:
         if not replayed:
             await self.rebuilder.rebuild(account_id)
         return await self.get(account_id, replayed=replayed)
+
+    async def balance_context(self, account_id: str) -> BalanceContext:
+        """The account's time zone and current cycle, in one read; empty for an unknown account."""
+        row = await self.ledger.run(lambda c: c.fetchrow(Q["balance_context"], account_id))
+        if row is None:
+            return BalanceContext()
+        return BalanceContext(row["time_zone"], row["cycle_start_ms"], row["cycle_end_ms"])
 
     async def get(self, account_id: str, *, replayed: bool = False) -> SubscriptionInfo:
         v.ident("account_id", account_id)

@@ -37,3 +37,9 @@ UPDATE grants SET expires_at_ms = $4
 -- name: extend_cycle
 -- KB5: the cycle ends at $2 and the next cycles count from there ($3: the next cycle's number)
 UPDATE subscriptions SET cycle_end_ms = $2, anchor_at_ms = $2, anchor_cycle_no = $3 WHERE account_id = $1;
+
+-- name: balance_context
+-- what a live balance shows beside Redis's numbers: the account's time zone and its current cycle
+SELECT a.time_zone, coalesce(s.cycle_start_ms, 0) AS cycle_start_ms, coalesce(s.cycle_end_ms, 0) AS cycle_end_ms
+  FROM accounts a LEFT JOIN subscriptions s ON s.account_id = a.account_id
+ WHERE a.account_id = $1;
