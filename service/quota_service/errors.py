@@ -16,6 +16,10 @@ class InvalidArgument(QuotaError):
         self.reason = reason
 
 
+class OutOfRange(InvalidArgument):
+    """A well-formed value beyond what one call may carry (more than 1,000 batch items)."""
+
+
 class NotFound(QuotaError):
     """An unknown account, meter or reservation."""
 

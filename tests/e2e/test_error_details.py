@@ -149,3 +149,15 @@ async def test_connect_json_error_carries_the_same_details_as_the_openapi_docume
     bad = error_details_pb2.BadRequest.FromString(base64.b64decode(by_type["google.rpc.BadRequest"]["value"] + "=="))
     assert (info.reason, info.domain) == ("INVALID_FIELD", "quota.v1")
     assert [v.field for v in bad.field_violations] == ["amount"]
+
+
+async def test_an_oversized_batch_is_out_of_range_with_bad_request_naming_items(
+        stub: pb_grpc.QuotaServiceStub, account_id: str) -> None:
+    items = [pb.ReserveRequest(account_id=account_id, meter="ai_dialog", amount=1, idempotency_key=f"k{i}")
+             for i in range(1001)]
+    error, status = await failed_status(stub.ReserveBatch(pb.ReserveBatchRequest(items=items), timeout=10))
+    assert error.code() == grpc.StatusCode.OUT_OF_RANGE and status.message == "items: at most 1000 per call, got 1001"
+    info, bad = unpacked(status)
+    assert info is not None and bad is not None
+    assert (info.reason, dict(info.metadata)) == ("OUT_OF_RANGE", {"field": "items"})
+    assert [(v.field, v.description) for v in bad.field_violations] == [("items", "at most 1000 per call, got 1001")]

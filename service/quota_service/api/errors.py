@@ -68,6 +68,9 @@ def _idempotency_metadata(exc: BaseException) -> dict[str, str]:
 
 # First match wins: a subclass's row comes before its parent's.
 RULES: list[Rule] = [
+    Rule(errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE, "OUT_OF_RANGE",
+         "A value beyond what one call may carry (a batch of more than 1,000 items); BadRequest names "
+         "the field and the limit. Nothing was written: split the call."),
     Rule(errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD",
          "A field is missing or malformed; BadRequest names it and says why. Nothing was written."),
     Rule(errors.NotFound, grpc.StatusCode.NOT_FOUND, "NOT_FOUND",
@@ -100,9 +103,10 @@ INTERNAL_RULE = Rule(BaseException, grpc.StatusCode.INTERNAL, "INTERNAL",
                      "A fault in the service; it logged the cause. The message never carries it.")
 
 # What each reason carries besides the message: BadRequest field violations, ErrorInfo metadata.
-_VIOLATIONS: dict[str, Callable[[BaseException], list[tuple[str, str]]]] = {"INVALID_FIELD": _violations}
+_VIOLATIONS: dict[str, Callable[[BaseException], list[tuple[str, str]]]] = {
+    "INVALID_FIELD": _violations, "OUT_OF_RANGE": _violations}
 _METADATA: dict[str, Callable[[BaseException], dict[str, str]]] = {
-    "INVALID_FIELD": _field_metadata, "NOT_FOUND": _field_metadata,
+    "INVALID_FIELD": _field_metadata, "OUT_OF_RANGE": _field_metadata, "NOT_FOUND": _field_metadata,
     "IDEMPOTENCY_MISMATCH": _idempotency_metadata,
 }
 

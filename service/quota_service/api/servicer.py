@@ -26,7 +26,14 @@ from quota_service.app.webhooks import Webhooks
 from quota_service.catalogue import CatalogueSet
 from quota_service.catalogue.top_ups import NotSelfService
 from quota_service.domain import validation as v
-from quota_service.errors import FailedPrecondition, InvalidArgument, NotFound, QuotaError, StorageError
+from quota_service.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    QuotaError,
+    StorageError,
+)
 from quota_service.reports import AccountReports, UsageReports
 from quota_service.verify import Verifier
 
@@ -370,7 +377,7 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         if n == 0:
             raise InvalidArgument("items", "at least one item is required")
         if n > MAX_BATCH_ITEMS:
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"items: at most {MAX_BATCH_ITEMS} per call, got {n}")
+            raise OutOfRange("items", f"at most {MAX_BATCH_ITEMS} per call, got {n}")
         results = await self._decide_items([(item, request.mode) for item in request.items], list(range(n)))
         return pb.ReserveBatchResponse(results=results)
 
