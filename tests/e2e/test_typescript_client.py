@@ -42,6 +42,14 @@ EXPECTED = (
     "without an API key the service answers UNAUTHENTICATED",
     "a service that cannot be reached is UNAVAILABLE once the retries are spent",
     "the chat-router example hands the chat to an agent when AI dialogs run out",
+    "E2 a webhook endpoint is created with its secret shown once, listed, disabled, enabled, rotated, deleted",
+    "E2 a webhook URL at a private address is refused with INVALID_ARGUMENT naming url",
+    "E2 an endpoint's deliveries are listed; a replay of the endpoint answers how many are pending again",
+    "E3 billing contacts: the addresses and language of an account's email notices",
+    "A2 the catalogue lists every shipped product, or one by name; an unknown product is NOT_FOUND",
+    "E2 verifyWebhook returns the event of a signed delivery, from headers in any case or shape and a raw body",
+    "E2 during a secret rotation a delivery signed with both secrets verifies with either; another secret fails",
+    "E2 a changed, forged, stale, incomplete or malformed delivery is refused; a secret that is none is a TypeError",
 )
 
 

@@ -22,7 +22,15 @@ import {
   QuotaService,
   type Account,
   type Balance,
+  type CreateWebhookEndpointResponse,
   type Decision,
+  type DeleteWebhookEndpointResponse,
+  type ListCatalogueResponse,
+  type ListDeliveriesResponse,
+  type ListWebhookEndpointsResponse,
+  type ReplayDeliveriesResponse,
+  type RotateWebhookSecretResponse,
+  type SetWebhookEndpointEnabledResponse,
   type TopUpResponse,
 } from "./gen/quota/v1/quota_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
@@ -111,6 +119,65 @@ export interface CreateAccountOptions extends KeyedOptions {
   /** IANA time zone of the account's days and cycles (default "UTC"). */
   timeZone?: string;
   policies?: MeterPolicyInit[];
+}
+
+export interface SetBillingContactsOptions extends KeyedOptions {
+  /** Of the email notices: "en" or "id"; "" or unset keeps the account's. */
+  language?: string;
+}
+
+export interface CreateWebhookEndpointOptions extends KeyedOptions {
+  /** The account whose events the endpoint gets; exactly one of accountId and orgId. */
+  accountId?: string;
+  /** The organization, for the events of every account of it (a key for the whole organization). */
+  orgId?: string;
+  /** e.g. ["alert.triggered", "balance.topped_up"]; empty or unset = every type. */
+  eventTypes?: string[];
+  /** At most 200 characters. */
+  description?: string;
+}
+
+export interface PageOptions extends CallOptions {
+  /** 1..1000; 0 or unset = 100. */
+  pageSize?: number;
+  /** The `nextPageToken` of the page before; "" or unset = from the first. */
+  pageToken?: string;
+}
+
+export interface ListWebhookEndpointsOptions extends PageOptions {
+  /** An account's endpoints, or ... */
+  accountId?: string;
+  /** ... an organization's; neither = every endpoint (a key for every account). */
+  orgId?: string;
+}
+
+export interface RotateWebhookSecretOptions extends KeyedOptions {
+  /**
+   * How long the old secret keeps signing beside the new one, 0..604800 seconds (7 days); unset =
+   * 86400 (24 h); 0 = it stops at once (a leaked secret).
+   */
+  graceSeconds?: Int;
+}
+
+export interface ListDeliveriesOptions extends PageOptions {
+  /** An endpoint's deliveries, or ... */
+  endpointId?: string;
+  /** ... an account's (webhook and email); exactly one of the two. */
+  accountId?: string;
+}
+
+export interface ReplayDeliveriesOptions extends KeyedOptions {
+  /** One delivery, or ... */
+  deliveryId?: Int;
+  /** ... every event of this endpoint, ... */
+  endpointId?: string;
+  /** ... from this event on ("evt_...", a Delivery's eventId; required with endpointId). */
+  sinceEventId?: string;
+}
+
+export interface CatalogueOptions extends CallOptions {
+  /** One product (NOT_FOUND if the service has none of that name); "" or unset = every product. */
+  product?: string;
 }
 
 /**
@@ -352,6 +419,121 @@ export class QuotaClient {
   async setAccountStatus(accountId: string, status: AccountStatus, options: KeyedOptions = {}): Promise<Account> {
     const request = { accountId, status, idempotencyKey: options.idempotencyKey || newKey() };
     return this.call((o) => this.rpc.setAccountStatus(request, o), options);
+  }
+
+  /**
+   * The addresses the account's email notices go to (at most 10; none = no email), and with
+   * `language` their language (admin role).
+   */
+  async setBillingContacts(
+    accountId: string, emails: string[], options: SetBillingContactsOptions = {},
+  ): Promise<Account> {
+    const request = {
+      accountId,
+      emails: [...emails],
+      language: options.language ?? "",
+      idempotencyKey: options.idempotencyKey || newKey(),
+    };
+    return this.call((o) => this.rpc.setBillingContacts(request, o), options);
+  }
+
+  /**
+   * An endpoint where the events of an account (`accountId`) or of every account of an organization
+   * (`orgId`) are POSTed, signed per Standard Webhooks (admin role). `url` is https:// at a public
+   * address unless the service allows others (QUOTA_WEBHOOK_ALLOW_PRIVATE). The answer's `secret`
+   * ("whsec_...") is shown here once: never listed, and "" when the same idempotency key replays it.
+   */
+  async createWebhookEndpoint(
+    url: string, options: CreateWebhookEndpointOptions = {},
+  ): Promise<CreateWebhookEndpointResponse> {
+    const request = {
+      accountId: options.accountId ?? "",
+      orgId: options.orgId ?? "",
+      url,
+      eventTypes: [...(options.eventTypes ?? [])],
+      description: options.description ?? "",
+      idempotencyKey: options.idempotencyKey || newKey(),
+    };
+    return this.call((o) => this.rpc.createWebhookEndpoint(request, o), options);
+  }
+
+  /** A page of the endpoints of an account, of an organization, or (neither) every endpoint; no secrets. */
+  async listWebhookEndpoints(options: ListWebhookEndpointsOptions = {}): Promise<ListWebhookEndpointsResponse> {
+    const request = {
+      accountId: options.accountId ?? "",
+      orgId: options.orgId ?? "",
+      pageSize: options.pageSize ?? 0,
+      pageToken: options.pageToken ?? "",
+    };
+    return this.call((o) => this.rpc.listWebhookEndpoints(request, o), options);
+  }
+
+  /** Enable or disable an endpoint: a disabled endpoint gets no new deliveries (disabledReason "manual"). */
+  async setWebhookEndpointEnabled(
+    endpointId: string, enabled: boolean, options: KeyedOptions = {},
+  ): Promise<SetWebhookEndpointEnabledResponse> {
+    const request = { endpointId, enabled, idempotencyKey: options.idempotencyKey || newKey() };
+    return this.call((o) => this.rpc.setWebhookEndpointEnabled(request, o), options);
+  }
+
+  /**
+   * A new signing secret, in this answer only ("" when the same idempotency key replays it). The old
+   * one keeps signing beside it for `graceSeconds` (unset: 24 h), so receivers switch without a gap.
+   */
+  async rotateWebhookSecret(
+    endpointId: string, options: RotateWebhookSecretOptions = {},
+  ): Promise<RotateWebhookSecretResponse> {
+    const request = {
+      endpointId,
+      graceSeconds: options.graceSeconds === undefined ? undefined : toInt("graceSeconds", options.graceSeconds),
+      idempotencyKey: options.idempotencyKey || newKey(),
+    };
+    return this.call((o) => this.rpc.rotateWebhookSecret(request, o), options);
+  }
+
+  /** Delete an endpoint, with its deliveries. */
+  async deleteWebhookEndpoint(endpointId: string, options: KeyedOptions = {}): Promise<DeleteWebhookEndpointResponse> {
+    const request = { endpointId, idempotencyKey: options.idempotencyKey || newKey() };
+    return this.call((o) => this.rpc.deleteWebhookEndpoint(request, o), options);
+  }
+
+  /**
+   * A page of the deliveries of an endpoint or of an account (exactly one), oldest first, each with its
+   * attempts: when, HTTP status, latency and the first 1 KB of the answer (admin role).
+   */
+  async listDeliveries(options: ListDeliveriesOptions = {}): Promise<ListDeliveriesResponse> {
+    const request = {
+      endpointId: options.endpointId ?? "",
+      accountId: options.accountId ?? "",
+      pageSize: options.pageSize ?? 0,
+      pageToken: options.pageToken ?? "",
+    };
+    return this.call((o) => this.rpc.listDeliveries(request, o), options);
+  }
+
+  /**
+   * Send again: one delivery (`deliveryId`), or every event of an endpoint (`endpointId`) from
+   * `sinceEventId` on, each under its own event id, with a new retry window (admin role). The answer's
+   * `deliveries` is how many are pending again (or new). The endpoint must be enabled.
+   */
+  async replayDeliveries(options: ReplayDeliveriesOptions = {}): Promise<ReplayDeliveriesResponse> {
+    const request = {
+      deliveryId: toInt("deliveryId", options.deliveryId),
+      endpointId: options.endpointId ?? "",
+      sinceEventId: options.sinceEventId ?? "",
+      idempotencyKey: options.idempotencyKey || newKey(),
+    };
+    return this.call((o) => this.rpc.replayDeliveries(request, o), options);
+  }
+
+  /**
+   * The catalogue the service sells from, as loaded now: every product (or `product` alone) with its
+   * meters, plans, packs and wallet top-up kinds, by product name. Empty when the service runs
+   * without a catalogue.
+   */
+  async listCatalogue(options: CatalogueOptions = {}): Promise<ListCatalogueResponse> {
+    const request = { product: options.product ?? "" };
+    return this.call((o) => this.rpc.listCatalogue(request, o), options);
   }
 }
 
