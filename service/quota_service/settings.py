@@ -12,6 +12,7 @@ newline (`echo secret > file` writes one). The TLS private key is a file already
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -120,6 +121,12 @@ class Settings:
     operation_retention_days: int = 30  # QUOTA_OPERATION_RETENTION_DAYS: idempotency answers kept in Postgres
     hold_retention_days: int = 30  # QUOTA_HOLD_RETENTION_DAYS: closed holds kept after they closed
     alert_retention_days: int = 90  # QUOTA_ALERT_RETENTION_DAYS: alert events of ended cycles kept
+    # QUOTA_EVENT_RETENTION_DAYS: events (WatchAlerts, replays) kept, and longer while a delivery refers to one;
+    # at least QUOTA_DELIVERY_RETRY_WINDOW_S and QUOTA_DELIVERY_RETENTION_DAYS
+    event_retention_days: int = 30
+    # QUOTA_DELIVERY_RETENTION_DAYS: finished deliveries (delivered, failed, disabled) and their attempts kept
+    # after they finished; pending ones are always kept
+    delivery_retention_days: int = 30
     watch_queue_max: int = 1_000  # QUOTA_WATCH_QUEUE_MAX: events buffered per WatchAlerts stream before it is cut off
     # Deliveries (webhooks and email): retried with exponential backoff (QUOTA_DELIVERY_RETRY_BASE_MS after the
     # first failure, three times longer each time up to QUOTA_DELIVERY_RETRY_MAX_DELAY_MS, ±20% jitter) until
@@ -140,6 +147,9 @@ class Settings:
     smtp_host: str = ""  # QUOTA_SMTP_HOST: the mail server; empty = email deliveries are off
     smtp_port: int = 0  # QUOTA_SMTP_PORT; 0 = the port of QUOTA_SMTP_TLS (none 25, starttls 587, tls 465)
     smtp_tls: str = "starttls"  # QUOTA_SMTP_TLS: none | starttls (required, after connecting) | tls (from the start)
+    # QUOTA_SMTP_CA_FILE: PEM bundle of the CAs trusted to sign the mail server's certificate (starttls and tls);
+    # empty = the system's trust store. The certificate and the host name it names are always verified
+    smtp_ca_file: str = ""
     smtp_username: str = ""  # QUOTA_SMTP_USERNAME: set = log in (with QUOTA_SMTP_PASSWORD); empty = no authentication
     smtp_password: str = field(default="", repr=False)  # QUOTA_SMTP_PASSWORD (or _FILE)
     smtp_from: str = ""  # QUOTA_SMTP_FROM: the sender, e.g. "Billing <billing@example.com>"; required with a host
@@ -150,7 +160,8 @@ class Settings:
                     "commit_timeout_ms", "batch_max", "ledger_writers", "pg_pool_size",
                     "sweep_interval_ms", "backend_timeout_ms", "max_call_ms", "redis_max_connections",
                     "retention_interval_ms", "retention_batch", "operation_retention_days",
-                    "hold_retention_days", "alert_retention_days", "watch_queue_max",
+                    "hold_retention_days", "alert_retention_days", "event_retention_days",
+                    "delivery_retention_days", "watch_queue_max",
                     "max_clock_offset_ms", "clock_sync_interval_ms", "deadline_margin_ms", "health_interval_ms",
                     "delivery_retry_window_s", "delivery_retry_base_ms", "delivery_retry_max_delay_ms",
                     "delivery_workers", "delivery_poll_ms", "webhook_timeout_ms")
@@ -176,6 +187,12 @@ class Settings:
             raise SettingsError("QUOTA_PAGE_TOKEN_SECRET must have at least 32 characters")
         if self.operation_retention_days * 86_400_000 < self.idempotency_ttl_ms:
             raise SettingsError("QUOTA_OPERATION_RETENTION_DAYS must cover QUOTA_IDEMPOTENCY_TTL_MS")
+        if self.event_retention_days * 86_400 < self.delivery_retry_window_s:
+            raise SettingsError("QUOTA_EVENT_RETENTION_DAYS must cover QUOTA_DELIVERY_RETRY_WINDOW_S: "
+                                "events still being delivered would go")
+        if self.delivery_retention_days > self.event_retention_days:
+            raise SettingsError("QUOTA_DELIVERY_RETENTION_DAYS must not exceed QUOTA_EVENT_RETENTION_DAYS: "
+                                "a delivery's record keeps its event")
         if self.hold_ttl_ms > self.max_hold_ttl_ms:
             raise SettingsError("QUOTA_HOLD_TTL_MS must not exceed QUOTA_MAX_HOLD_TTL_MS")
         if self.pending_grace_ms <= self.commit_timeout_ms:
@@ -193,6 +210,22 @@ class Settings:
             raise SettingsError("QUOTA_SMTP_TIMEOUT_S must be greater than 0")
         if self.smtp_host and "@" not in self.smtp_from:
             raise SettingsError("QUOTA_SMTP_FROM must be an email address when QUOTA_SMTP_HOST is set")
+        if self.smtp_ca_file:
+            self._check_smtp_ca_file()
+
+    def _check_smtp_ca_file(self) -> None:
+        """The CA bundle loads as the email channel will load it: a missing file or one without a PEM
+        certificate stops the start rather than failing every delivery later."""
+        if self.smtp_tls == "none":
+            raise SettingsError("QUOTA_SMTP_CA_FILE needs QUOTA_SMTP_TLS starttls or tls")
+        try:
+            ssl.create_default_context(cafile=self.smtp_ca_file)
+        except ssl.SSLError as exc:
+            raise SettingsError(f"QUOTA_SMTP_CA_FILE={self.smtp_ca_file!r}: not a PEM bundle of certificates "
+                                f"({exc.reason or exc})") from exc
+        except OSError as exc:
+            raise SettingsError(f"QUOTA_SMTP_CA_FILE={self.smtp_ca_file!r}: cannot read the file "
+                                f"({exc.strerror or exc})") from exc
 
     @property
     def smtp_port_or_default(self) -> int:

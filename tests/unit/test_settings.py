@@ -148,3 +148,78 @@ def test_n10_retention_and_token_settings_are_checked(env: dict[str, str], named
     with pytest.raises(SettingsError, match=named):
         Settings.from_env(env)
     assert Settings.from_env({"QUOTA_PAGE_TOKEN_SECRET": "x" * 32}).page_token_secret == "x" * 32
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"QUOTA_EVENT_RETENTION_DAYS": "0"}, "QUOTA_EVENT_RETENTION_DAYS"),
+    ({"QUOTA_DELIVERY_RETENTION_DAYS": "0"}, "QUOTA_DELIVERY_RETENTION_DAYS"),
+    # events deleted within the retry window would take their pending deliveries along
+    ({"QUOTA_EVENT_RETENTION_DAYS": "2", "QUOTA_DELIVERY_RETENTION_DAYS": "1"},  # the window: 3 days
+     "QUOTA_EVENT_RETENTION_DAYS must cover QUOTA_DELIVERY_RETRY_WINDOW_S"),
+    ({"QUOTA_EVENT_RETENTION_DAYS": "30", "QUOTA_DELIVERY_RETRY_WINDOW_S": str(31 * 86_400)},
+     "QUOTA_EVENT_RETENTION_DAYS must cover QUOTA_DELIVERY_RETRY_WINDOW_S"),
+    ({"QUOTA_DELIVERY_RETENTION_DAYS": "31"}, "QUOTA_DELIVERY_RETENTION_DAYS must not exceed QUOTA_EVENT_RETENTION_DAYS"),
+])
+def test_n10_event_and_delivery_retention_are_checked(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
+
+
+def test_n10_event_and_delivery_retention_defaults_and_the_shortest_accepted() -> None:
+    s = Settings()
+    assert (s.event_retention_days, s.delivery_retention_days) == (30, 30)
+    # a day of events with a day of retries: exactly covered
+    short = Settings.from_env({"QUOTA_EVENT_RETENTION_DAYS": "1", "QUOTA_DELIVERY_RETENTION_DAYS": "1",
+                               "QUOTA_DELIVERY_RETRY_WINDOW_S": "86400"})
+    assert (short.event_retention_days, short.delivery_retention_days) == (1, 1)
+
+
+def test_smtp_ca_file_a_pem_bundle_is_accepted_with_starttls_and_tls(tmp_path: Path) -> None:
+    import trustme
+
+    bundle = tmp_path / "ca.pem"  # two CAs in one bundle
+    bundle.write_bytes(trustme.CA().cert_pem.bytes() + trustme.CA().cert_pem.bytes())
+    for tls in ("starttls", "tls"):
+        s = Settings.from_env({"QUOTA_SMTP_TLS": tls, "QUOTA_SMTP_CA_FILE": str(bundle)})
+        assert (s.smtp_tls, s.smtp_ca_file) == (tls, str(bundle))
+    assert Settings.from_env({}).smtp_ca_file == ""  # the system's trust store
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (None, "cannot read the file (No such file or directory)"),
+    ("dir", "cannot read the file (Is a directory)"),
+    (b"", "not a PEM bundle of certificates"),
+    (b"-----BEGIN NOTHING-----\nno certificate here\n", "not a PEM bundle of certificates"),
+    ("key", "not a PEM bundle of certificates"),  # a private key is not a certificate
+    ("der", "not a PEM bundle of certificates"),  # a certificate, but DER-encoded
+])
+def test_smtp_ca_file_missing_or_not_a_pem_bundle_stops_the_start(tmp_path: Path, content: bytes | str | None,
+                                                                  problem: str) -> None:
+    import ssl
+
+    import trustme
+
+    path = tmp_path / "ca.pem"
+    ca = trustme.CA()
+    if content == "dir":
+        path.mkdir()
+    elif content == "key":
+        path.write_bytes(ca.private_key_pem.bytes())
+    elif content == "der":
+        path.write_bytes(ssl.PEM_cert_to_DER_cert(ca.cert_pem.bytes().decode()))
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"QUOTA_SMTP_CA_FILE": str(path)})
+    assert str(info.value).startswith(f"QUOTA_SMTP_CA_FILE={str(path)!r}: ")
+    assert problem in str(info.value)
+
+
+def test_smtp_ca_file_needs_tls(tmp_path: Path) -> None:
+    import trustme
+
+    bundle = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(bundle))
+    # a CA for mail that is sent in the clear would only make the operator believe it is verified
+    with pytest.raises(SettingsError, match="QUOTA_SMTP_CA_FILE needs QUOTA_SMTP_TLS starttls or tls"):
+        Settings.from_env({"QUOTA_SMTP_TLS": "none", "QUOTA_SMTP_CA_FILE": str(bundle)})

@@ -11,7 +11,11 @@ are read from the account at each attempt (AccountFactsReader); what the event i
 
 An attempt is delivered when the mail server accepts the message. A 5xx reply to the recipient or to
 the message is permanent for that recipient (``gone``: not retried); anything else (a 4xx reply, a
-refused or dropped connection, a timeout, a failed login or STARTTLS) is retried by the dispatcher.
+refused or dropped connection, a timeout, a failed login or STARTTLS, a server certificate that does not
+verify) is retried by the dispatcher.
+
+With starttls and tls the server's certificate is always verified, its chain and the host name it names:
+against the CAs of QUOTA_SMTP_CA_FILE (read at start), or the system's trust store when that is empty.
 Without QUOTA_SMTP_HOST there is no email channel (``email_channel`` returns None).
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -61,6 +66,7 @@ class SmtpConfig:
     username: str = ""
     password: str = dataclasses.field(default="", repr=False)
     timeout_s: float = 10.0
+    ca_file: str = ""  # PEM bundle of trusted CAs; empty = the system's trust store
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpConfig | None:
@@ -69,7 +75,7 @@ class SmtpConfig:
             return None
         return cls(host=settings.smtp_host, port=settings.smtp_port_or_default, tls=settings.smtp_tls,
                    sender=settings.smtp_from, username=settings.smtp_username, password=settings.smtp_password,
-                   timeout_s=settings.smtp_timeout_s)
+                   timeout_s=settings.smtp_timeout_s, ca_file=settings.smtp_ca_file)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,9 +248,34 @@ def build_message(rendered: Rendered, *, sender: str, recipient: str, event_id: 
     return msg
 
 
+def tls_context(ca_file: str = "") -> ssl.SSLContext:
+    """The client context of starttls and tls: the server's certificate must chain to a CA of `ca_file` (a PEM
+    bundle; only those) or, when it is empty, of the system's trust store, and must name the host connected
+    to (QUOTA_SMTP_HOST). Nothing turns verification off: a mail that leaves unverified may go to anyone."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file or None)
+    context.verify_mode = ssl.CERT_REQUIRED  # the defaults already, stated so no default can change them
+    context.check_hostname = True
+    return context
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind `exc` (aiosmtplib wraps one of an implicit TLS
+    connection in SMTPConnectError; one of STARTTLS reaches here as it is), or None."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None or isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def classify(exc: BaseException) -> tuple[bool, int, str]:
     """(permanent, SMTP reply code or 0, error) of a failed send: a 5xx reply to the recipient or to the
-    message is permanent; the rest is worth retrying."""
+    message is permanent; the rest is worth retrying (a server certificate that does not verify too: the
+    server's or the trusted CAs may be put right)."""
+    cert = _certificate_error(exc)
+    if cert is not None:
+        return False, 0, f"server certificate not accepted: {getattr(cert, 'verify_message', None) or cert}"
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in exc.recipients]
         code = max(codes, default=0)
@@ -270,6 +301,7 @@ class EmailChannel:
         self.accounts = accounts
         self.renderer = renderer or EmailRenderer()
         self._clock_ms = clock_ms
+        self._tls = None if config.tls == "none" else tls_context(config.ca_file)  # built once: the CAs are read at start
 
     async def send(self, event: Event, target: DeliveryTarget) -> AttemptResult:
         """Render `event` in the account's language and send it to `target.recipient`; never raises."""
@@ -298,8 +330,8 @@ class EmailChannel:
             # one recipient: refused, it raises SMTPRecipientsRefused (no partial success to look at)
             _, reply = await aiosmtplib.send(
                 msg, recipients=[recipient], hostname=c.host, port=c.port, use_tls=c.tls == "tls",
-                start_tls=c.tls == "starttls", username=c.username or None, password=c.password or None,
-                timeout=c.timeout_s)
+                start_tls=c.tls == "starttls", tls_context=self._tls, username=c.username or None,
+                password=c.password or None, timeout=c.timeout_s)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             permanent, code, error = classify(exc)
             return AttemptResult(delivered=False, gone=permanent, status_code=code, error=error[:EXCERPT_BYTES],

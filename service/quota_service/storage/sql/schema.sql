@@ -5,6 +5,7 @@
 -- on the date and are left out.
 
 -- Functions (their bodies: sql/functions/<name>.sql)
+-- FUNCTION deliveries_finished() RETURNS trigger LANGUAGE plpgsql VOLATILE
 -- FUNCTION events_in_commit_order() RETURNS trigger LANGUAGE plpgsql VOLATILE
 -- FUNCTION events_notify() RETURNS trigger LANGUAGE plpgsql VOLATILE
 -- FUNCTION ledger_append_only() RETURNS trigger LANGUAGE plpgsql VOLATILE
@@ -92,6 +93,7 @@ CREATE TABLE deliveries (
     last_error text,
     created_at timestamp with time zone NOT NULL DEFAULT now(),
     delivered_at timestamp with time zone,
+    finished_at timestamp with time zone,
     CONSTRAINT deliveries_channel_check CHECK ((channel = ANY (ARRAY['webhook'::text, 'email'::text]))),
     CONSTRAINT deliveries_check CHECK (((channel = 'webhook'::text) = (endpoint_id IS NOT NULL))),
     CONSTRAINT deliveries_check1 CHECK (((channel = 'email'::text) = (recipient IS NOT NULL))),
@@ -103,9 +105,12 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_account ON deliveries USING btree (account_id, event_seq);
 CREATE INDEX deliveries_due ON deliveries USING btree (next_attempt_at) WHERE (status = 'pending'::text);
 CREATE INDEX deliveries_endpoint ON deliveries USING btree (endpoint_id, event_seq) WHERE (endpoint_id IS NOT NULL);
+CREATE INDEX deliveries_event ON deliveries USING btree (event_seq);
 CREATE UNIQUE INDEX deliveries_event_endpoint ON deliveries USING btree (event_seq, endpoint_id) WHERE (endpoint_id IS NOT NULL);
 CREATE UNIQUE INDEX deliveries_event_recipient ON deliveries USING btree (event_seq, recipient) WHERE (recipient IS NOT NULL);
+CREATE INDEX deliveries_finished_at ON deliveries USING btree (finished_at) WHERE (status <> 'pending'::text);
 CREATE INDEX deliveries_pending_order ON deliveries USING btree (account_id, event_seq) WHERE (status = 'pending'::text);
+CREATE TRIGGER deliveries_finished BEFORE UPDATE ON deliveries FOR EACH ROW WHEN ((old.status IS DISTINCT FROM new.status)) EXECUTE FUNCTION deliveries_finished();
 
 CREATE TABLE delivery_attempts (
     attempt_id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,

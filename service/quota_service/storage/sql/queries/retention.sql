@@ -1,6 +1,8 @@
 -- Retention (retention.py): each retention_* query deletes one batch ($2 rows at most) of what is
--- past its cutoff ($1, service time in ms); SKIP LOCKED lets several replicas clean at once without
--- waiting on each other or on the hot path. The ledger is append-only and never cleaned.
+-- past its cutoff ($1, in ms of the rows' clock: the service's, Postgres's for deliveries); SKIP
+-- LOCKED lets several replicas clean at once without waiting on each other or on the hot path
+-- (events: retention_events_lock takes the batch and retention_events deletes it, in one
+-- transaction). The ledger is append-only and never cleaned.
 
 -- name: retention_operations
 -- idempotency answers older than the retention
@@ -38,3 +40,38 @@ WITH doomed AS (
        AND cycle_start_ms < (SELECT s.cycle_start_ms FROM subscriptions s WHERE s.account_id = e.account_id)
      ORDER BY occurred_at LIMIT $2 FOR UPDATE SKIP LOCKED)
 DELETE FROM alert_events e USING doomed d WHERE e.event_id = d.event_id;
+
+-- name: retention_deliveries
+-- deliveries finished (delivered, failed, disabled) before the cutoff, in Postgres's time like
+-- finished_at (the cutoff comes from retention_postgres_now_ms); their attempts go with them (ON
+-- DELETE CASCADE). A pending delivery, retried or waiting its turn, is never deleted: a replay that
+-- makes one pending again clears its finished_at (trigger deliveries_finished)
+WITH doomed AS (
+    SELECT delivery_id FROM deliveries
+     WHERE status <> 'pending' AND finished_at < to_timestamp($1 / 1000.0)
+     ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+DELETE FROM deliveries d USING doomed x WHERE d.delivery_id = x.delivery_id;
+
+-- name: retention_events_lock
+-- events older than the cutoff that no delivery refers to any more, locked: an event is kept while
+-- a delivery of it is pending, and while the record of a finished one is (ListDeliveries shows the
+-- event with it). Deliveries are made by the trigger events_fan_out in the event's own transaction,
+-- so every event a reader can see has been fanned out already. alert_events, the once-per-cycle
+-- record that keeps an alert from firing twice, has its own retention (retention_alert_events)
+SELECT event_seq FROM events e
+ WHERE occurred_at < to_timestamp($1 / 1000.0)
+   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.event_seq)
+ ORDER BY occurred_at LIMIT $2 FOR UPDATE SKIP LOCKED;
+
+-- name: retention_events
+-- the events locked by retention_events_lock ($1), in the same transaction, that still have no
+-- delivery. A statement of its own, so it sees every delivery committed before the lock was taken
+-- (a replay's, ReplayDeliveries --since); one made later waits for the lock, then fails: the event
+-- is gone. Deleting in the locking statement would cascade to such a delivery, pending, unseen
+DELETE FROM events e
+ WHERE e.event_seq = ANY ($1::bigint[])
+   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.event_seq);
+
+-- name: retention_postgres_now_ms
+-- Postgres's time (ms): the clock of the deliveries' times, for their cutoff
+SELECT (extract(epoch FROM now()) * 1000)::bigint;
