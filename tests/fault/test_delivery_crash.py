@@ -15,7 +15,7 @@ from quota_service.settings import Settings
 from tests.conftest import test_settings
 from tests.e2e.test_webhook_delivery import FAST, assert_ordered_and_once
 from tests.fault.crash_retry import ServiceProcess
-from tests.support.webhooks import TIMEOUT, Receiver, events_of, sql, verify
+from tests.support.webhooks import TIMEOUT, Receiver, events_of, poll, sql, verify
 
 METER = "ai_dialog"
 
@@ -76,9 +76,12 @@ async def test_kill9_mid_delivery_and_two_replicas_lose_nothing_and_send_each_ev
             assert_ordered_and_once(receiver, order)  # acknowledged once each, in order
         hung = receiver.received[0]
         assert hung.answer == TIMEOUT and hung.webhook_id in {r.webhook_id for r in receiver.acknowledged()}
-        rows = await sql(pg_dsn, "SELECT status, count(*) AS n FROM deliveries WHERE account_id = ANY($1) "
-                                 "GROUP BY status", accounts)
-        assert {r["status"]: r["n"] for r in rows} == {"delivered": len(everything)}
+        async def all_delivered() -> bool:  # the dispatcher records "delivered" right after the answer
+            rows = await sql(pg_dsn, "SELECT status, count(*) AS n FROM deliveries WHERE account_id = ANY($1) "
+                                     "GROUP BY status", accounts)
+            return {r["status"]: r["n"] for r in rows} == {"delivered": len(everything)}
+
+        await poll(all_delivered)
         assert len(await sql(pg_dsn, "SELECT 1 FROM deliveries WHERE account_id = $1", account_id + "-0")) == 0
     finally:
         first.kill9()
