@@ -43,8 +43,8 @@ TTL_MS = 3_600_000  # holds outlive the run: no expiry sweeps mix into the measu
 ATTRS = {"room_id": "r-17", "channel": "wa"}
 RPC_TIMEOUT_S = 30.0
 
-SCENARIOS = ("floor_grpc", "reserve_hot", "reserve_many", "consume_many", "consume_connect", "batch", "stream", "open_loop",
-             "redis_floor", "pg_only", "h2load_floor", "h2load_check", "large")
+SCENARIOS = ("floor_grpc", "reserve_hot", "reserve_many", "consume_many", "consume_connect", "balance_many", "batch",
+             "stream", "open_loop", "redis_floor", "pg_only", "h2load_floor", "h2load_check", "large")
 
 
 def log(msg: str) -> None:
@@ -248,6 +248,19 @@ class Bench:
         return await self.closed(result, lambda _: self.connect_call(self.pick_many()), self.args.concurrency,
                                  ledger=True)
 
+    async def balance(self, result: Result) -> Result:
+        """GetBalance of many accounts: Redis's numbers and banners, one Postgres read (time zone, cycle)."""
+        pick = self.pick_many()
+
+        async def call(i: int) -> int:
+            b = await self.stub(i).GetBalance(pb.GetBalanceRequest(account_id=pick()), timeout=RPC_TIMEOUT_S,
+                                              metadata=self.md)
+            if not b.meters:
+                raise BadReply("no meters")
+            return 1
+
+        return await self.closed(result, lambda _: call, self.args.concurrency, ledger=False)
+
     async def unary(self, result: Result, rpc: str, pick: Callable[[], str]) -> Result:
         return await self.closed(result, lambda _: self.unary_call(rpc, pick), self.args.concurrency, ledger=True)
 
@@ -436,6 +449,8 @@ class Bench:
                                 lambda r: self.unary(r, "Consume", self.pick_many()))
             await self.scenario("consume_connect", f"Consume over Connect JSON (HTTP/1.1), {a.accounts:,} accounts, "
                                 f"{c} callers (7)", self.consume_connect)
+            await self.scenario("balance_many", f"GetBalance, {a.accounts:,} accounts, {c} callers",
+                                self.balance)
             await self.scenario("batch", f"ReserveBatch {a.batch_size} items x {a.batch_calls} calls (1)",
                                 self.batch)
             await self.scenario("stream", f"ReserveStream {a.streams} streams x {a.stream_window} in flight (2)",
