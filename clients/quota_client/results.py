@@ -86,13 +86,16 @@ class ItemResult:
 
     `tag` is the item's position in what the caller passed (0 = the first), for a batch and a
     stream alike. `error` is the gRPC status code name the item would have had as a unary call
-    (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, RESOURCE_EXHAUSTED, UNAVAILABLE ...), "" when decided."""
+    (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, RESOURCE_EXHAUSTED, UNAVAILABLE ...), "" when decided;
+    `reason` its ErrorInfo reason (INVALID_FIELD, BACKEND_UNAVAILABLE ...) and `field` the field at fault."""
 
     tag: int
     decision: Decision | None
     error: str = ""
     message: str = ""
     idempotency_key: str = ""  # the key the item was sent with (generated when the item had none)
+    reason: str = ""
+    field: str = ""
 
     @property
     def granted(self) -> bool:
@@ -102,7 +105,8 @@ class ItemResult:
     def from_pb(cls, r: Any, tag: int, idempotency_key: str) -> ItemResult:
         if r.HasField("decision"):
             return cls(tag, Decision.from_pb(r.decision), idempotency_key=idempotency_key)
-        return cls(tag, None, _CODE_NAMES.get(r.error.code, str(r.error.code)), r.error.message, idempotency_key)
+        return cls(tag, None, _CODE_NAMES.get(r.error.code, str(r.error.code)), r.error.message, idempotency_key,
+                   r.error.reason, r.error.field)
 
 
 # google.rpc.Code numbers (ItemError.code) to their names, as grpc.StatusCode spells them

@@ -38,6 +38,7 @@ async def test_batch_items_have_their_own_results(client: AsyncQuotaClient, stub
     assert all(r.decision.reason == pb.QUOTA_EXHAUSTED for r in denied)
     bad = resp.results[7]
     assert bad.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "amount" in bad.error.message
+    assert (bad.error.reason, bad.error.field) == ("INVALID_FIELD", "amount")  # as the unary call's ErrorInfo
     assert (await ledger_sums(pg_dsn, account_id))["consume_rows"] == 5
     # the same batch again: every granted item is a replay, nothing more is charged
     again = await stub.ReserveBatch(pb.ReserveBatchRequest(items=items, mode=pb.CONSUME))

@@ -55,6 +55,7 @@ async def test_batch_results_are_typed_in_item_order_with_a_key_per_item(client:
     assert {r.decision.reason for r in results[:7] if r.decision and not r.granted} == {"QUOTA_EXHAUSTED"}
     bad = results[7]
     assert bad.decision is None and bad.error == "INVALID_ARGUMENT" and "amount" in bad.message
+    assert (bad.reason, bad.field) == ("INVALID_FIELD", "amount")
     keys = [r.idempotency_key for r in results]
     assert all(keys) and len(set(keys)) == 8  # one key per item, made by the client
     assert (await ledger_sums(pg_dsn, account_id))["consume_rows"] == 5

@@ -8,7 +8,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import grpc
 from grpc import aio
 from quota.v1 import quota_pb2 as pb
 from quota.v1 import quota_pb2_grpc as pb_grpc
@@ -16,7 +15,7 @@ from quota.v1 import quota_pb2_grpc as pb_grpc
 from quota_service import auth
 from quota_service.api import overload
 from quota_service.api import translate as t
-from quota_service.api.errors import status_for
+from quota_service.api.errors import failure_for
 from quota_service.app.accounts import Admin
 from quota_service.app.alerts import AlertFeed
 from quota_service.app.deliveries import Deliveries
@@ -361,12 +360,9 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
         out = []
         for res, tag in zip(results, tags, strict=True):
             if isinstance(res, BaseException):
-                if isinstance(res, QuotaError):
-                    code, message = status_for(res), str(res)
-                else:
+                if not isinstance(res, QuotaError):
                     log.error("internal error in a batch item", exc_info=res)
-                    code, message = grpc.StatusCode.INTERNAL, "internal error; the service logged the cause"
-                out.append(pb.ItemResult(error=pb.ItemError(code=code.value[0], message=message), tag=tag))
+                out.append(pb.ItemResult(error=t.item_error_pb(failure_for(res)), tag=tag))
             else:
                 out.append(pb.ItemResult(decision=t.decision_pb(res), tag=tag))
         return out

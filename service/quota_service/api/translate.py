@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from quota.v1 import quota_pb2 as pb
 
+from quota_service.api.errors import Failure
 from quota_service.app.alerts import AlertEvent, WatchAlerts
 from quota_service.app.deliveries import DeliveryPage
 from quota_service.app.subscriptions import BalanceContext, SubscriptionInfo
@@ -371,3 +372,8 @@ def catalogue_pb(catalogues: Iterable[Catalogue]) -> pb.ListCatalogueResponse:
                                             self_service=u.self_service)
                       for w in c.wallets.values() for u in w.top_ups.values()],
     ) for c in catalogues])
+
+
+def item_error_pb(f: Failure) -> pb.ItemError:
+    """A batch or stream item's error: the unary call's code, message, reason and field."""
+    return pb.ItemError(code=f.code.value[0], message=f.message, reason=f.reason, field=f.metadata.get("field", ""))
