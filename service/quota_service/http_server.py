@@ -15,22 +15,42 @@ from typing import Any
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from hypercorn.logging import Logger
+from hypercorn.typing import ResponseSummary, WWWScope
 
 from quota_service.periodic import cancel_and_wait
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("quota_service.http.access")
+
+
+class AccessLogger(Logger):
+    """One log line per HTTP request, with named fields only: never a header (the API key travels in
+    Authorization), a query string or the process environment, which Hypercorn's own format can reach."""
+
+    async def access(self, request: WWWScope, response: ResponseSummary | None, request_time: float) -> None:
+        client = request.get("client")
+        access_log.info("%s %s %s", request.get("method", "GET"), request["path"],
+                        response["status"] if response is not None else "-", extra={
+                            "method": request.get("method", "GET"), "path": request["path"],
+                            "status": response["status"] if response is not None else 0,
+                            "duration_ms": round(request_time * 1000, 3),
+                            "protocol": f"HTTP/{request.get('http_version', '1.1')}",
+                            "remote": f"{client[0]}:{client[1]}" if client and len(client) == 2 else "",
+                        })
 
 
 class HttpServer:
     """Serves one ASGI application on host:port until stop()."""
 
     def __init__(self, app: Any, *, tls_cert_file: str = "", tls_key_file: str = "", tls_client_ca_file: str = "",
-                 max_concurrent_streams: int = 100) -> None:
+                 max_concurrent_streams: int = 100, access_log: bool = False) -> None:
         self.app = app
         self.tls_cert_file = tls_cert_file
         self.tls_key_file = tls_key_file
         self.tls_client_ca_file = tls_client_ca_file  # set: mutual TLS, as on the gRPC port
         self.max_concurrent_streams = max_concurrent_streams
+        self.access_log = access_log  # one line per request on quota_service.http.access
         self.port = 0
         self.stopping = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -51,6 +71,9 @@ class HttpServer:
         config = Config()
         config.bind = [f"fd://{sock.detach()}"]  # Hypercorn takes the listening socket over
         config.accesslog = None
+        if self.access_log:
+            config.logger_class = AccessLogger
+            config.accesslog = access_log  # enables Hypercorn's access() call; AccessLogger writes the line
         config.errorlog = logging.getLogger("hypercorn.error")
         config.h2_max_concurrent_streams = self.max_concurrent_streams
         config.keep_alive_timeout = 75

@@ -108,7 +108,7 @@ class QuotaServer:
         app = http_application(connect_app(self.servicer, self.interceptor, MAX_MESSAGE_BYTES,
                                            max_in_flight=s.max_concurrent_rpcs))
         self.http = HttpServer(app, tls_cert_file=s.tls_cert_file, tls_key_file=s.tls_key_file,
-                               tls_client_ca_file=s.tls_client_ca_file)
+                               tls_client_ca_file=s.tls_client_ca_file, access_log=s.http_access_log)
         self.http_port = self.http.start(s.host, s.http_port)
         log.info("Connect protocol and downloads on %s://%s:%d", "https" if s.tls_cert_file else "http", s.host,
                  self.http_port)

@@ -69,6 +69,7 @@ class Settings:
     # QUOTA_HTTP_PORT: the Connect protocol (JSON and binary, HTTP/1.1 and h2c), usage.csv downloads and
     # /openapi.json, on QUOTA_HOST; 0 = off (./run serve and the container use 8080)
     http_port: int = 0
+    http_access_log: bool = False  # QUOTA_HTTP_ACCESS_LOG: one log line per HTTP request (method, path, status, time)
     key_prefix: str = "q"  # QUOTA_KEY_PREFIX: prefix of every Redis key
     hold_ttl_ms: int = 60_000  # QUOTA_HOLD_TTL_MS: default hold lifetime
     max_hold_ttl_ms: int = 86_400_000  # QUOTA_MAX_HOLD_TTL_MS

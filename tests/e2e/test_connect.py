@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import secrets
 import ssl
 import struct
@@ -495,3 +496,31 @@ async def test_the_http_port_has_the_grpc_ports_mutual_tls(tmp_path: Path, valke
                     await r.read()
     finally:
         await srv.stop(1)
+
+
+async def test_the_http_access_log_names_each_request_and_never_its_key(
+        valkey: embedded.ValkeyProcess, pg_dsn: str, clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+    """QUOTA_HTTP_ACCESS_LOG: one line per request with method, path, status and time, as JSON fields;
+    nothing of the Authorization header (the API key) or of the query string."""
+    from quota_service.server import JsonFormatter
+
+    srv = QuotaServer(test_settings(valkey.url, pg_dsn, auth=True, auth_cache_s=0.0, http_port=embedded.free_port(),
+                                    http_access_log=True), clock=clock)
+    await srv.start()
+    try:
+        key = await new_key(pg_dsn, ["admin"])
+        caplog.set_level(logging.INFO, logger="quota_service.http.access")
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{srv.http_port}/quota.v1.QuotaService/GetBalance"
+            async with session.post(url, json={"accountId": "nobody"}, headers={"Authorization": f"Bearer {key}"}) as r:
+                assert r.status == 404
+            async with session.get(f"http://127.0.0.1:{srv.http_port}/openapi.json?secret=s3cr3t") as r:
+                assert r.status == 200
+    finally:
+        await srv.stop(1)
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "quota_service.http.access"]
+    assert [(x["method"], x["path"], x["status"]) for x in lines] == [
+        ("POST", "/quota.v1.QuotaService/GetBalance", 404), ("GET", "/openapi.json", 200)]
+    assert all(x["duration_ms"] >= 0 and x["remote"].startswith("127.0.0.1:") for x in lines)
+    text = "\n".join(json.dumps(x) for x in lines)
+    assert key not in text and "Bearer" not in text and "s3cr3t" not in text and pg_dsn not in text
