@@ -70,12 +70,20 @@ async def test_n7_spans_metrics_and_scrape_endpoint(observed: InMemorySpanExport
 
 def test_n7_logs_are_json_with_trace_ids(observed: InMemorySpanExporter,
                                          capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     configure_logging("INFO")
     try:
         with telemetry.rpc_span("Reserve"):
             logging.getLogger("quota_service.test").info("inside", extra={"account_id": "a1"})
     finally:
-        logging.basicConfig(force=True)
+        # the root logger as it was: a handler left on this test's captured stderr would fail every
+        # later log line of the session once the capture is closed
+        for h in root.handlers[:]:
+            root.removeHandler(h)
+        for h in handlers:
+            root.addHandler(h)
+        root.setLevel(level)
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["msg"] == "inside" and line["account_id"] == "a1"
     assert len(line["trace_id"]) == 32 and len(line["span_id"]) == 16
