@@ -21,7 +21,7 @@ from quota_service.api.interceptors import ServiceInterceptor
 from quota_service.api.overload import Budgets
 from quota_service.api.servicer import QuotaServicer
 from quota_service.app.accounts import Admin
-from quota_service.app.alerts import AlertFeed
+from quota_service.app.alerts import AlertFeed, LiftedAlerts
 from quota_service.app.billing_cycle import Cycler
 from quota_service.app.deliveries import Deliveries
 from quota_service.app.reserve import HotPath, Rebuilder
@@ -139,12 +139,15 @@ class QuotaServer:
                                         on_health=self._recheck_health)
         self.auto_top_ups = AutoTopUps(self.ledger, self.rebuilder, self.time, self.catalogues)
         self.cycler = Cycler(self.ledger, self.rebuilder, self.time, self.catalogues, s.sweep_interval_ms / 1000)
+        self.lifted = LiftedAlerts(self.ledger)
         self.hot = HotPath(self.store, self.ledger, self.committer, self.rebuilder, self.time, s,
                            auto_top_up=self.auto_top_ups.auto_top_up,  # TA9
-                           roll_due=self.cycler.roll_account)  # a request at a cycle end need not wait for the cycler
+                           roll_due=self.cycler.roll_account,  # a request at a cycle end need not wait for the cycler
+                           on_lifted=self.lifted.resolve)  # a hold's units back: the alerts they lift
         self.admin = Admin(self.ledger, self.rebuilder, self.time, self.catalogues)
         self.subscriptions = Subscriptions(self.ledger, self.rebuilder, self.time, self.catalogues, self.auto_top_ups)
-        self.sweeper = Sweeper(self.ledger, self.store, self.time, s.sweep_interval_ms / 1000)
+        self.sweeper = Sweeper(self.ledger, self.store, self.time, s.sweep_interval_ms / 1000,
+                               on_expired=self.lifted.resolve)
         self.alerts = AlertFeed(self.ledger, s.postgres_dsn, queue_max=s.watch_queue_max)
         self.webhooks = Webhooks(self.ledger, self.time, allow_private=s.webhook_allow_private)
         self.deliveries = Deliveries(self.ledger, self.time)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from quota_service import telemetry
 from quota_service.domain.clock import Clock
@@ -23,10 +24,12 @@ PARTITION_CHECK_MS = 3_600_000  # service time between two checks of the ledger'
 class Sweeper(Periodic):
     name = "hold-sweeper"
 
-    def __init__(self, ledger: PostgresLedger, store: RedisStore, clock: Clock, interval_s: float) -> None:
+    def __init__(self, ledger: PostgresLedger, store: RedisStore, clock: Clock, interval_s: float, *,
+                 on_expired: Callable[[list[str], int], Awaitable[object]] | None = None) -> None:
         self.ledger = ledger
         self.store = store
         self.clock = clock
+        self.on_expired = on_expired  # (accounts, now) whose holds expired: the alerts they lift (alert.resolved)
         super().__init__(interval_s)
         self.expired_accounts = 0
         self._partitions_checked_ms: int | None = None
@@ -40,6 +43,8 @@ class Sweeper(Periodic):
                 await self.store.balance(account_id, now)  # returns due holds in Redis too
         self.expired_accounts += len(touched)
         telemetry.record_expired(len(touched))
+        if touched and self.on_expired is not None:
+            await self.on_expired(touched, now)
         if self._partitions_checked_ms is None or now - self._partitions_checked_ms >= PARTITION_CHECK_MS:
             made = await self.ledger.ensure_partitions(now)
             self._partitions_checked_ms = now

@@ -284,3 +284,37 @@ async def test_concurrent_charges_top_ups_and_status_changes_record_consistent_e
             assert kinds.index("alert.resolved") == kinds.index("balance.topped_up", 1) + 1, kinds
         else:
             assert kinds == ["balance.topped_up", "balance.topped_up"], kinds
+
+
+@pytest.mark.parametrize("end", ["release", "commit_less", "expiry"])
+async def test_a_hold_that_gives_its_units_back_resolves_the_alert_it_triggered(
+        server: QuotaServer, client: AsyncQuotaClient, clock: ManualClock, account_id: str, end: str) -> None:
+    """A hold crosses 50% left (alert.triggered); released, committed for less or expired, its units come
+    back and the meter is above 50% again: alert.resolved, as a top-up would give, and the banner goes."""
+    await client.create_account(account_id, policies=(MeterPolicy(METER, alert_pct_left=(50,)),))
+    await client.top_up(account_id, 10, meter=METER)
+    watcher = Watcher(client.watch_alerts(account_id=account_id, types=["alert.triggered", "alert.resolved"]))
+    try:
+        hold = await client.reserve(account_id, METER, 6, ttl_ms=60_000)  # 40% left
+        triggered = await watcher.next()
+        assert (triggered.type, triggered.threshold_pct_left) == ("alert.triggered", 50)
+        assert (await client.balance(account_id)).meters[METER].notice == "RUNNING_LOW"
+        if end == "release":
+            await client.release(account_id, hold.reservation_id)
+            left = 10
+        elif end == "commit_less":
+            await client.commit(account_id, hold.reservation_id, 2)  # 80% left
+            left = 8
+        else:
+            clock.advance(61_000)
+            await server.sweeper.wait_for_pass()
+            left = 10
+        resolved = await watcher.next()
+        assert (resolved.type, resolved.threshold_pct_left) == ("alert.resolved", 50)
+        assert json.loads(resolved.data_json)["percent_left"] == pytest.approx(left * 10)
+        m = (await client.balance(account_id)).meters[METER]
+        assert (m.remaining, m.notice) == (left, "NONE")
+        await client.consume(account_id, METER, left - 4)  # below 50% again: no second alert this cycle (QA6)
+        assert watcher.queue.empty()
+    finally:
+        await watcher.stop()

@@ -91,6 +91,33 @@ async def resolve_alerts(conn: asyncpg.Connection, account_id: str, now_ms: int)
                                                         state["cycle_start_ms"], now_ms))
 
 
+class LiftedAlerts:
+    """alert.resolved for the units a hold gave back: released, committed for less, or expired.
+
+    The hot path's ledger batch does not take the events lock, so the resolution runs after the
+    batch (or the sweeper's expiry) has committed, in a transaction of its own that does: the
+    account's open alerts are compared with its meters as the ledger has them then. A resolution
+    lost to a crash is made by the account's next top-up, adjustment or new cycle."""
+
+    def __init__(self, ledger: PostgresLedger) -> None:
+        self.ledger = ledger
+        self.resolved_accounts = 0
+
+    async def resolve(self, account_ids: list[str], now_ms: int) -> list[str]:
+        """Resolve the open alerts of these accounts that their meters are back above; the accounts
+        that had open alerts (one indexed read when none has)."""
+        rows = await self.ledger.run(lambda c: c.fetch(Q["accounts_with_open_alerts"], sorted(set(account_ids))))
+        open_accounts = [r["account_id"] for r in rows]
+        for account_id in open_accounts:
+            async def txn(conn: asyncpg.Connection, account_id: str = account_id) -> None:
+                await billing.lock_events(conn)
+                await resolve_alerts(conn, account_id, now_ms)
+
+            await self.ledger.transaction(txn)
+        self.resolved_accounts += len(open_accounts)
+        return open_accounts
+
+
 class _Stream:
     """One WatchAlerts stream: what it matches and the events the hub gave it."""
 

@@ -149,7 +149,8 @@ class HotPath:
     def __init__(self, store: CounterStore, ledger: AnswerLedger, committer: Committer,
                  rebuilder: Rebuilds, clock: Clock, settings: Settings, *,
                  auto_top_up: Callable[[str, str, str], Awaitable[bool]] | None = None,
-                 roll_due: Callable[[str], Awaitable[bool]] | None = None) -> None:
+                 roll_due: Callable[[str], Awaitable[bool]] | None = None,
+                 on_lifted: Callable[[list[str], int], Awaitable[object]] | None = None) -> None:
         self.store = store
         self.ledger = ledger
         self.committer = committer
@@ -160,6 +161,8 @@ class HotPath:
         self.auto_top_up = auto_top_up
         # rolls over an account's ended cycle now; whether it did (the cycler)
         self.roll_due = roll_due
+        # (accounts, now) after a commit or release lifted a meter back above a threshold: alert.resolved
+        self.on_lifted = on_lifted
         # calls under way in this process, by (account, idempotency key): a concurrent retry waits
         self._inflight: dict[tuple[str, str], tuple[str, asyncio.Future[Decision]]] = {}
         # unary reservations waiting to be sent to Redis together (None: each call on its own)
@@ -403,8 +406,11 @@ class HotPath:
                                 now_ms=now, meter=d.get("m", ""), amount=int(d["amt"]))
 
         call = Call(account_id, idempotency_key, request_hash, entry)
-        return await self._once(account_id, idempotency_key, request_hash,
-                                lambda: self._resolve_attempts(call, op, reservation_id, actual))
+        d = await self._once(account_id, idempotency_key, request_hash,
+                             lambda: self._resolve_attempts(call, op, reservation_id, actual))
+        if d.lifted and not d.replayed and self.on_lifted is not None:
+            self._lifted_later(account_id)  # the ledger has the returned units: resolve outside the batch
+        return d
 
     async def _resolve_attempts(self, call: Call, op: str, hold_id: str, actual: int) -> Decision:
         for _ in range(ATTEMPTS):
@@ -581,6 +587,21 @@ class HotPath:
                 log.warning("could not invalidate account state", extra={"account_id": account_id})
 
         await asyncio.gather(*(one(a) for a in accounts))
+
+    def _lifted_later(self, account_id: str) -> None:
+        """The account's alerts its meters are back above, resolved in the background."""
+        assert self.on_lifted is not None
+        on_lifted = self.on_lifted
+
+        async def run() -> None:
+            try:
+                await on_lifted([account_id], self.clock.now_ms())
+            except StorageError as exc:  # made by the account's next top-up, adjustment or cycle
+                log.warning("could not resolve lifted alerts: %s", exc, extra={"account_id": account_id})
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _drop_later(self, accounts: list[str]) -> None:
         """Drop accounts' state in the background: the caller's UNAVAILABLE does not wait for it."""

@@ -56,6 +56,8 @@ class Decision:
     # a denial made after the account's cycle end but before its cycle was rolled over (not sent to
     # callers: the service rolls the cycle and decides again)
     cycle_due: bool = False
+    # (commit, release) thresholds the meter went back above: alerts they fired may now be resolved
+    lifted: tuple[Alert, ...] = ()
 
     @property
     def granted(self) -> bool:

@@ -136,6 +136,7 @@ class DecisionJSON(TypedDict):
     ou: NotRequired[int]  # overage units
     pr: NotRequired[int]  # overage price, minor units per unit
     m: NotRequired[str]  # (commit, release) the hold's meter
+    lf: NotRequired[list[AlertJSON] | dict[str, Any]]  # (commit, release) thresholds lifted back above
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +212,7 @@ def decision_of(raw: DecisionJSON, *, replayed: bool = False) -> Decision:
         overage_minor=int(raw.get("ov") or 0),
         overage_currency=raw.get("oc") or "",
         alerts=tuple(Alert(a["m"], int(a["t"])) for a in _items(raw.get("al"))),
+        lifted=tuple(Alert(a["m"], int(a["t"])) for a in _items(raw.get("lf"))),
         parts=tuple(parts),
         expires_at_ms=int(raw.get("exp") or 0),
         replayed=replayed,

@@ -178,6 +178,16 @@ local function crossed(pol, meter, before, after)
   return out
 end
 
+-- Thresholds (percent left) the meter is lifted back above going from `before` to `after` (a hold
+-- released or committed for less): the alerts they fired may be resolved.
+local function lifted(pol, meter, before, after)
+  local out = {}
+  for _, t in ipairs(pol.al or {}) do
+    if before <= t and after > t then out[#out + 1] = {m = meter, t = t} end
+  end
+  return out
+end
+
 -- Free the dedup key a hold charged, unless a later charge has taken the key over since.
 local function drop_dedup_mark(hold)
   if not hold.ddk then return end

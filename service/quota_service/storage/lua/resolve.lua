@@ -137,6 +137,7 @@ local function resolve(now, op, hid, actual_arg, hash)
   local answer = {st = 'G', rs = '', ac = after > 0 and 0 or pol.x, amt = op == 'release' and hold.amt or actual,
                   dd = false, ov = overage_minor, oc = overage_minor > 0 and currency or '', rows = order,
                   al = crossed(pol, meter, pct(granted, before), pct(granted, after)),
+                  lf = lifted(pol, meter, pct(granted, before), pct(granted, after)),
                   ep = epoch, sq = next_seq(), hid = hid, exp = 0, rem = after, pct = pct(granted, after),
                   m = meter}
   local out = enc(answer)

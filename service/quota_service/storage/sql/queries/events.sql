@@ -66,3 +66,7 @@ SELECT COALESCE(max(event_seq), 0) FROM events;
 -- name: account_alert_thresholds
 -- each meter's alert thresholds (percent left) from the account's policies: GetBalance's banners
 SELECT key AS meter, value -> 'al' AS al FROM accounts, jsonb_each(policies) WHERE account_id = $1;
+
+-- name: accounts_with_open_alerts
+-- which of these accounts have an alert crossed and not resolved
+SELECT DISTINCT account_id FROM alert_events WHERE account_id = ANY($1::text[]) AND resolved_at IS NULL;
