@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg
 
+from quota_service import telemetry
 from quota_service.domain.clock import Clock
 from quota_service.periodic import Periodic
 from quota_service.settings import Settings
@@ -67,6 +68,7 @@ class RetentionCleaner(Periodic):
         for query, keep in self.keep_ms.items():
             n = await self._clean(query, (postgres_now if query in POSTGRES_TIME else now) - keep)
             self.deleted[query.removeprefix("retention_")] += n
+            telemetry.record_retention(query.removeprefix("retention_"), n)
             if n:
                 log.info("retention: deleted %d rows", n, extra={"query": query})
         return []

@@ -74,6 +74,8 @@ REFUSAL_CAUSES = ("stale", "floor", "closed")
 # quota_deliveries_total's labels, each present at zero from the start
 DELIVERY_CHANNELS = ("webhook", "email")
 DELIVERY_OUTCOMES = ("delivered", "retried", "failed", "gone")
+# the tables the retention cleaner deletes from (retention.py)
+RETENTION_TABLES = ("operations", "holds", "dedup_marks", "alert_events", "deliveries", "events")
 DENY_REASONS = tuple(v.name for v in quota_pb2.DenyReason.DESCRIPTOR.values if v.number)
 
 
@@ -159,6 +161,8 @@ class _Metrics:
                                registry=r)
         self.deliveries = Counter("quota_deliveries_total", "delivery attempts by channel and outcome",
                                   ["channel", "outcome"], registry=r)
+        self.retention = Counter("quota_retention_deleted_rows_total", "rows the retention cleaner deleted, by table",
+                                 ["table"], registry=r)
         self.live = _LiveGauges()
         r.register(self.live)
 
@@ -180,6 +184,8 @@ class _Metrics:
         for channel in DELIVERY_CHANNELS:
             for outcome in DELIVERY_OUTCOMES:
                 self.deliveries.labels(channel, outcome)
+        for table in RETENTION_TABLES:
+            self.retention.labels(table)
 
 
 METRICS = _Metrics(REGISTRY)
@@ -359,6 +365,12 @@ def record_refusal(cause: str) -> None:
 def record_expired(accounts: int) -> None:
     if accounts:
         METRICS.expired.inc(accounts)
+
+
+def record_retention(table: str, rows: int) -> None:
+    """Rows the retention cleaner deleted from a table (operations, holds, dedup_marks, ...)."""
+    if rows:
+        METRICS.retention.labels(table).inc(rows)
 
 
 def record_delivery(channel: str, outcome: str) -> None:

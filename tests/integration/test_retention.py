@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 from quota_client import AsyncQuotaClient
+from quota_service import telemetry
 from quota_service.domain.clock import ManualClock
 from quota_service.retention import RetentionCleaner
 from quota_service.server import QuotaServer
@@ -90,12 +91,19 @@ async def test_n10_replicas_clean_together_without_duplicate_work(
     clock.advance(31 * DAY_MS)
     settings = dataclasses.replace(server.settings, retention_batch=7)
     replicas = [RetentionCleaner(server.ledger, clock, settings) for _ in range(3)]
+    metric = {t: telemetry.REGISTRY.get_sample_value("quota_retention_deleted_rows_total", {"table": t}) or 0.0
+              for t in telemetry.RETENTION_TABLES}
     await asyncio.gather(*(r.run_once() for r in replicas))
     left = await counts(pg_dsn, account_id)
     assert (left["operations"], left["holds"], left["dedup_marks"]) == (0, 0, 0) and left["ledger"] >= 120, left
     deleted = [sum(r.deleted[t] for r in replicas) for t in ("operations", "holds", "dedup_marks")]
     # every row deleted once, by exactly one replica (other tests' rows of this database may be among them)
     assert deleted[0] >= 122 and deleted[1] >= 40 and deleted[2] >= 40, deleted
+    # operators see the same counts: quota_retention_deleted_rows_total{table}, every table present
+    assert set(replicas[0].deleted) == set(telemetry.RETENTION_TABLES)
+    for table in telemetry.RETENTION_TABLES:
+        now = telemetry.REGISTRY.get_sample_value("quota_retention_deleted_rows_total", {"table": table})
+        assert now == metric[table] + sum(r.deleted[table] for r in replicas), table
 
 
 async def redis_bytes(server: QuotaServer, horizon_ms: int) -> tuple[int, int]:
