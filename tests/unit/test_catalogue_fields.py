@@ -120,13 +120,13 @@ def test_a1_a_pack_is_sold_only_on_its_plans() -> None:
 def test_alert_notify_is_carried_on_the_meter_policy() -> None:
     """notify names the delivery channels of an alert: kept on the account's policy, per threshold."""
     from quota_service.domain.billing.policies import policy_of
-    from quota_service.domain.model import MeterPolicy
+    from quota_service.storage import wire
 
     cat = parse_catalogue(CHATBOT, "ai_chatbot.yaml")
     policy = policy_of(cat.plans["starter"], "ai_dialog", "calendar_month", cat)
     channels = {a.pct_left: a.notify for a in cat.plans["starter"].policies["ai_dialog"].alerts}
     assert dict(policy.alert_notify) == {pct: tuple(sorted(ch)) for pct, ch in channels.items() if ch}
-    assert policy.alert_notify and MeterPolicy.from_json("ai_dialog", policy.to_json()) == policy
+    assert policy.alert_notify and wire.policy_of("ai_dialog", wire.policy_json(policy)) == policy
     silent = parse_catalogue(CHATBOT.replace("            when: exhausted\n            notify: [banner]\n",
                                              "            when: exhausted\n"), "edited.yaml")
     quiet = policy_of(silent.plans["starter"], "ai_dialog", "calendar_month", silent)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from quota_service.domain.model import (
     GrantState,
-    MeterPolicy,
     bucket_totals,
     canonical_hash,
     wallet_bucket,
@@ -79,14 +76,6 @@ def test_canonical_hash_distinguishes_parameters(other: tuple[object, ...]) -> N
 
 
 # -- policies and wallets ------------------------------------------------------------------------
-
-def test_meter_policy_json_round_trip() -> None:
-    p = MeterPolicy("ai_dialog", 1500, "IDR", "DISABLE_WIDGET", (40, 10, 0))
-    raw = json.loads(json.dumps(p.to_json()))
-    assert raw == {"p": 1500, "c": "IDR", "x": 2, "al": [40, 10, 0]}
-    assert MeterPolicy.from_json("ai_dialog", raw) == p
-    assert MeterPolicy.from_json("m", MeterPolicy("m").to_json()) == MeterPolicy("m")
-
 
 def test_wallet_bucket() -> None:
     assert wallet_bucket("IDR") == "$IDR"

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from quota_service.domain.model import ACTIONS, DENIED, GRANTED, Alert, GrantState, Part
+from quota_service.domain.model import ACTIONS, DENIED, GRANTED, Alert, GrantState, MeterPolicy, Part
+from quota_service.storage import wire
 from quota_service.storage.keys import Keys
 from quota_service.storage.wire import (
     Answer,
@@ -170,3 +171,35 @@ def test_n3_snapshot_dedup_keys_become_key_names() -> None:
     assert snap["lost"] == 1000
     refreshed = {"st": "active", "pol": {}, "k": [], "g": {}, "h": {}, "d": [], "ce": 0}
     assert "lost" not in snapshot_for_redis(refreshed, keys, "a1", 1000, lost=False), "only a lost state is stamped"
+
+
+# -- policies (accounts.policies and pol:<meter>) -------------------------------------------------
+
+
+def test_meter_policy_json_round_trip() -> None:
+    p = MeterPolicy("ai_dialog", 1500, "IDR", "DISABLE_WIDGET", (40, 10, 0))
+    raw = json.loads(json.dumps(wire.policy_json(p)))
+    assert raw == {"p": 1500, "c": "IDR", "x": 2, "al": [40, 10, 0]}
+    assert wire.policy_of("ai_dialog", raw) == p
+    assert wire.policy_of("m", wire.policy_json(MeterPolicy("m"))) == MeterPolicy("m")
+
+
+def test_qc10_every_shipped_policy_survives_its_json_price_tables_included() -> None:
+    """Every policy a shipped plan gives an account is stored as JSON and read back unchanged: the
+    price table (QC10) with its versions, categories and group pricing too."""
+    from pathlib import Path
+
+    from quota_service.catalogue import load_directory
+    from quota_service.domain.billing.policies import policy_of
+
+    cats = load_directory(Path(__file__).resolve().parents[2] / "deploy" / "catalogues")
+    policies = [policy_of(plan, meter, plan.intervals[0] if plan.intervals else "trial", cat)
+                for cat in cats.values() for plan in cat.plans.values() for meter in plan.policies]
+    assert any(p.price_table is not None for p in policies)
+    for p in policies:
+        raw = json.loads(json.dumps(wire.policy_json(p)))
+        back = wire.policy_of(p.meter, raw)
+        assert back == p and back.price_table == p.price_table, p.meter
+    priced = next(p for p in policies if p.price_table is not None)
+    assert priced.price_table is not None
+    assert set(wire.policy_json(priced)["pt"]) >= {"v", "ca", "cf", "co", "cu", "sw"}

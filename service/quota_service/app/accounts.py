@@ -30,6 +30,7 @@ from quota_service.domain.model import (
     request_fingerprint,
 )
 from quota_service.errors import FailedPrecondition, IdempotencyMismatch, InvalidArgument, NotFound
+from quota_service.storage import wire
 from quota_service.storage.billing import apply, lock_events
 from quota_service.storage.postgres import PostgresLedger
 from quota_service.storage.queries import Q
@@ -39,7 +40,7 @@ LANGUAGES = ("en", "id")  # of an account's email notices
 
 
 def _account_info(row: asyncpg.Record, replayed: bool = False) -> AccountInfo:
-    policies = tuple(MeterPolicy.from_json(m, p) for m, p in sorted((row["policies"] or {}).items()))
+    policies = tuple(wire.policies_of(row["policies"]).values())
     return AccountInfo(row["account_id"], row["org_id"], row["time_zone"], row["status"], policies, replayed,
                        row["owner_id"], tuple(row["billing_emails"]), row["language"])
 
@@ -64,7 +65,7 @@ class Admin:
         v.ident("org_id", org_id, required=False)
         v.idempotency_key(idempotency_key)
         tz = v.time_zone(time_zone)
-        pol: dict[str, dict[str, object]] = {}
+        pol: dict[str, wire.PolicyJSON] = {}
         if len(policies) > v.MAX_POLICIES:
             raise InvalidArgument("policies", f"at most {v.MAX_POLICIES} meter policies per account, got {len(policies)}")
         for i, p in enumerate(policies):
@@ -83,7 +84,7 @@ class Admin:
             for t in p.alert_pct_left:
                 if not 0 <= t <= 100:
                     raise InvalidArgument(f"policies[{i}].alert_pct_left", "thresholds are percentages 0..100")
-            pol[p.meter] = p.to_json()
+            pol[p.meter] = wire.policy_json(p)
         now = self.clock.now_ms()
         request_hash = request_fingerprint("create_account", org_id, tz, pol)
 

@@ -33,7 +33,7 @@ from quota_service.domain import validation as v
 from quota_service.domain.events import ALERT_TRIGGERED, Event, OpenAlert, check_types, plan_resolved
 from quota_service.errors import InvalidArgument, StorageError, Unavailable
 from quota_service.periodic import cancel_and_wait
-from quota_service.storage import billing
+from quota_service.storage import billing, wire
 from quota_service.storage.postgres import PostgresLedger
 from quota_service.storage.queries import Q
 
@@ -87,7 +87,7 @@ async def resolve_alerts(conn: asyncpg.Connection, account_id: str, now_ms: int)
     totals = {r["bucket"]: (int(r["granted"]), int(r["remaining"]))
               for r in await conn.fetch(Q["meter_totals"], account_id, meters, now_ms)}
     open_alerts = [OpenAlert(r["meter"], r["threshold_pct_left"], r["cycle_start_ms"]) for r in rows]
-    await billing.apply(conn, account_id, plan_resolved(open_alerts, totals, dict(state["policies"] or {}),
+    await billing.apply(conn, account_id, plan_resolved(open_alerts, totals, wire.policies_of(state["policies"]),
                                                         state["cycle_start_ms"], now_ms))
 
 

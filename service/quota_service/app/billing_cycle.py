@@ -27,7 +27,7 @@ from quota_service.domain.billing.policies import TRIAL
 from quota_service.domain.clock import Clock
 from quota_service.errors import NotFound, StorageError
 from quota_service.periodic import Periodic
-from quota_service.storage import billing
+from quota_service.storage import billing, wire
 from quota_service.storage.postgres import PostgresLedger
 from quota_service.storage.queries import Q
 
@@ -171,5 +171,5 @@ async def cycle_end_facts(conn: asyncpg.Connection, sub: Subscription, acct: Map
     capacity: dict[str, GrantRow | None] = {}
     if nxt is not None:
         capacity = await capacity_grants(conn, sub.account_id, capacity_meters(plan, nxt.plan))
-    return CycleEndFacts(sub, acct["time_zone"], dict(acct["policies"] or {}), grants, cat, plan, iv, at_ms, nxt,
+    return CycleEndFacts(sub, acct["time_zone"], wire.policies_of(acct["policies"]), grants, cat, plan, iv, at_ms, nxt,
                          capacity, early)

@@ -47,7 +47,7 @@ from quota_service.domain.billing.subscribe import SubscribeFacts, plan_subscrib
 from quota_service.domain.clock import Clock
 from quota_service.domain.model import request_fingerprint
 from quota_service.errors import FailedPrecondition, IdempotencyMismatch, InvalidArgument, NotFound
-from quota_service.storage import billing
+from quota_service.storage import billing, wire
 from quota_service.storage.postgres import PostgresLedger
 from quota_service.storage.queries import Q
 
@@ -178,7 +178,7 @@ class Subscriptions:
                                          "(ChangePlan changes it)")
             capacity = await capacity_grants(conn, account_id, capacity_meters(None, p))
             facts = SubscribeFacts(account_id, cat, plan, p, iv, starts_at_ms or now, now, acct["time_zone"],
-                                   dict(acct["policies"] or {}), idempotency_key, bought, capacity)
+                                   wire.policies_of(acct["policies"]), idempotency_key, bought, capacity)
             await billing.apply(conn, account_id, plan_subscribe(facts))
             return "subscribed"
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quota_service.domain.billing import ops
-from quota_service.domain.model import ACTIONS
+from quota_service.domain.model import MeterPolicy
 
 ALERT_TRIGGERED = "alert.triggered"
 ALERT_RESOLVED = "alert.resolved"
@@ -121,16 +121,17 @@ def percent_left(granted: int, remaining: int) -> float:
     return max(0.0, min(100.0, 100.0 * remaining / granted))
 
 
-def alert_facts(policy: Mapping[str, Any], threshold: int) -> dict[str, Any]:
-    """What the catalogue says of an alert, from the meter's stored policy (policy JSON)."""
-    name = (policy.get("anm") or {}).get(str(threshold)) or ("exhausted" if threshold == 0 else f"{threshold}_pct_left")
-    x = int(policy.get("x", 0))
-    return {"alert_name": name, "notify": list((policy.get("an") or {}).get(str(threshold), [])),
-            "exhausted_action": ACTIONS[x] if 0 <= x < len(ACTIONS) else "NONE"}
+def alert_facts(policy: MeterPolicy | None, threshold: int) -> dict[str, Any]:
+    """What the catalogue says of an alert, from the meter's policy (None: the meter has none)."""
+    names = dict(policy.alert_names) if policy is not None else {}
+    notify = dict(policy.alert_notify) if policy is not None else {}
+    name = names.get(threshold) or ("exhausted" if threshold == 0 else f"{threshold}_pct_left")
+    return {"alert_name": name, "notify": list(notify.get(threshold, ())),
+            "exhausted_action": policy.exhausted_action if policy is not None else "NONE"}
 
 
 def plan_resolved(open_alerts: Sequence[OpenAlert], totals: Mapping[str, tuple[int, int]],
-                  policies: Mapping[str, Mapping[str, Any]], current_cycle_start_ms: int,
+                  policies: Mapping[str, MeterPolicy], current_cycle_start_ms: int,
                   at_ms: int) -> list[ops.Op]:
     """After a top-up, an adjustment or a new cycle: every open alert whose meter is now above its
     threshold is resolved (one alert.resolved each); an open alert of an earlier cycle that is not is
@@ -145,7 +146,7 @@ def plan_resolved(open_alerts: Sequence[OpenAlert], totals: Mapping[str, tuple[i
                     ops.RecordEvent(ALERT_RESOLVED, at_ms, {
                         "meter": a.meter, "cycle_start_ms": a.cycle_start_ms, "threshold_pct_left": a.threshold_pct_left,
                         "percent_left": round(pct, 2), "remaining": left, "granted": granted,
-                        **alert_facts(policies.get(a.meter, {}), a.threshold_pct_left)})]
+                        **alert_facts(policies.get(a.meter), a.threshold_pct_left)})]
         elif a.cycle_start_ms != current_cycle_start_ms:
             out.append(ops.ResolveAlert(a.meter, a.threshold_pct_left, a.cycle_start_ms, at_ms))
     return out

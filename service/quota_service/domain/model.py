@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from quota_service.errors import IdempotencyMismatch
 
@@ -65,6 +64,32 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class PriceTableVersion:
+    """One version of a price table: from its start (ms), the charging rule per category and the
+    prices per country and category (minor units)."""
+
+    starts_ms: int
+    charging: Mapping[str, str]
+    prices_minor: Mapping[str, Mapping[str, int]]
+
+
+@dataclass(frozen=True)
+class PriceTablePolicy:
+    """Overage priced per event by a table (QC10): the versions, where an event's category comes from
+    (a request attribute, or one fixed category), the one country when the table has one, the currency,
+    the meter whose dedup window is the customer-service window, and how group messages are priced
+    (most members, the category they are priced as)."""
+
+    versions: tuple[PriceTableVersion, ...]
+    category_attribute: str = ""
+    category: str = ""
+    country: str = ""
+    currency: str = ""
+    service_window_meter: str = ""
+    group_messages: tuple[int, str] | None = None
+
+
+@dataclass(frozen=True)
 class MeterPolicy:
     """How a meter behaves when its grants run out (from the plan catalogue or the account)."""
 
@@ -85,45 +110,12 @@ class MeterPolicy:
     capacity: bool = False
     # a duration meter (KB1): seconds of a slice; the key's elapsed-time attribute counts in slices
     slice_s: int = 0
-    # overage priced by a table (QC10): the JSON the scripts read (see price_category in storage/lua/_reserve.lua)
-    price_table: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    # overage priced by a table in force at the event's time (QC10)
+    price_table: PriceTablePolicy | None = field(default=None, hash=False)
     # the catalogue's delivery channels per threshold (percent left -> banner, email), for alert delivery
     alert_notify: tuple[tuple[int, tuple[str, ...]], ...] = ()
     # the catalogue's alert name per threshold (percent left -> name), carried by alert events
     alert_names: tuple[tuple[int, str], ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"p": self.overage_price_minor, "c": self.overage_currency,
-                               "x": ACTIONS.index(self.exhausted_action), "al": list(self.alert_pct_left)}
-        if self.features is not None:
-            out["f"] = dict(self.features)
-        if self.denial_reason:
-            out["dr"] = self.denial_reason
-        if self.unique is not None:
-            out["u"] = {"w": self.unique[0], "a": list(self.unique[1])}
-        if self.action_by_feature:
-            out["xf"] = {f: ACTIONS.index(a) for f, a in self.action_by_feature}
-        if self.capacity:
-            out["cap"] = 1
-        if self.slice_s:
-            out["sl"] = self.slice_s
-        if self.price_table is not None:
-            out["pt"] = self.price_table
-        if self.alert_notify:
-            out["an"] = {str(pct): list(channels) for pct, channels in self.alert_notify}
-        if self.alert_names:
-            out["anm"] = {str(pct): name for pct, name in self.alert_names}
-        return out
-
-    @classmethod
-    def from_json(cls, meter: str, raw: dict[str, Any]) -> MeterPolicy:
-        features = None if raw.get("f") is None else tuple(sorted(raw["f"].items()))
-        unique = None if raw.get("u") is None else (raw["u"]["w"], tuple(raw["u"]["a"]))
-        by_feature = tuple(sorted((f, ACTIONS[int(a)]) for f, a in (raw.get("xf") or {}).items()))
-        return cls(meter, int(raw["p"]), raw["c"], ACTIONS[int(raw["x"])], tuple(int(a) for a in raw["al"]),
-                   features, raw.get("dr", ""), unique, by_feature, bool(raw.get("cap")), int(raw.get("sl", 0)),
-                   raw.get("pt"), tuple((int(p), tuple(c)) for p, c in sorted((raw.get("an") or {}).items())),
-                   tuple(sorted((int(p), str(n)) for p, n in (raw.get("anm") or {}).items())))
 
 
 @dataclass(frozen=True)

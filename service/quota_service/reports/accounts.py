@@ -40,6 +40,7 @@ from quota_service.reports.model import (
     TransactionQuery,
     plan_change,
 )
+from quota_service.storage import wire
 from quota_service.storage.postgres import PostgresLedger
 from quota_service.storage.queries import Q
 
@@ -362,4 +363,4 @@ def _overview(a: asyncpg.Record, grants: list[GrantState], known: Iterable[str],
         product=a["product"], plan=a["plan"], interval=a["interval"], cycle_end_ms=a["cycle_end_ms"],
         meters=tuple(bucket_totals(grants, now_ms, known)), next_expiry_ms=min(expiries, default=0),
         pending_change=plan_change(a["pending"], a["cycle_end_ms"]),
-        alert_thresholds={m: tuple(int(t) for t in p.get("al") or ()) for m, p in (a["policies"] or {}).items()})
+        alert_thresholds={m: p.alert_pct_left for m, p in wire.policies_of(a["policies"]).items()})

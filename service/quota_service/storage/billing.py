@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import asyncpg
 
 from quota_service.domain.billing import ops
+from quota_service.storage import wire
 from quota_service.storage.queries import Q
 
 
@@ -75,7 +76,7 @@ async def apply_subscription_op(conn: asyncpg.Connection, account_id: str, op: o
     """An operation on the account's subscription or its policies."""
     match op:
         case ops.SetPolicies():
-            await conn.execute(Q["set_policies"], account_id, dict(op.policies))
+            await conn.execute(Q["set_policies"], account_id, wire.policies_json(op.policies))
         case ops.NewSubscription():
             await conn.execute(Q["insert_subscription"], account_id, op.product, op.plan, op.interval,
                                op.catalogue_version, op.catalogue_hash, dict(op.packs), op.anchor_at_ms,

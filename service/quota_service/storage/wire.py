@@ -13,10 +13,22 @@ once (an error is ``err``, a request fingerprint ``fp``).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict, cast
 
-from quota_service.domain.model import ACTIONS, DENIED, GRANTED, Alert, Decision, GrantState, Part
+from quota_service.domain.model import (
+    ACTIONS,
+    DENIED,
+    GRANTED,
+    Alert,
+    Decision,
+    GrantState,
+    MeterPolicy,
+    Part,
+    PriceTablePolicy,
+    PriceTableVersion,
+)
 from quota_service.storage.keys import Keys
 
 # -- grants and holds in Redis (and in the snapshot that loads them) -------------------------------
@@ -85,6 +97,18 @@ class SnapshotJSON(TypedDict):
 # -- policies (accounts.policies, and the meta hash's pol:<meter>) ----------------------------------
 
 
+class PriceTableJSON(TypedDict):
+    """A price table as the scripts read it (QC10; see price_category in _reserve.lua)."""
+
+    v: list[list[Any]]  # versions: [start ms, {category: charging rule}, {country: {category: price}}]
+    ca: str  # the request attribute naming the category ("" = cf)
+    cf: str  # the one fixed category
+    co: str  # the table's one country ("" = from the request)
+    cu: str  # currency
+    sw: str  # the meter whose dedup window is the customer-service window
+    g: NotRequired[list[Any]]  # group messages: [most members, the category they are priced as]
+
+
 class PolicyJSON(TypedDict):
     """A meter's policy as the scripts read it (see MeterPolicy for the meaning of each part)."""
 
@@ -99,8 +123,74 @@ class PolicyJSON(TypedDict):
     cap: NotRequired[int]  # 1: a capacity meter
     sl: NotRequired[int]  # a duration meter's slice, seconds
     anm: NotRequired[dict[str, str]]  # threshold (percent left) -> the catalogue's alert name (alert events)
-    pt: NotRequired[dict[str, Any]]  # price table (see _reserve.lua, price_category)
+    pt: NotRequired[PriceTableJSON]  # price table (see _reserve.lua, price_category)
     an: NotRequired[dict[str, list[str]]]  # percent left -> delivery channels
+
+
+def price_table_json(t: PriceTablePolicy) -> PriceTableJSON:
+    out: PriceTableJSON = {
+        "v": [[v.starts_ms, dict(v.charging), {c: dict(p) for c, p in v.prices_minor.items()}] for v in t.versions],
+        "ca": t.category_attribute, "cf": t.category, "co": t.country, "cu": t.currency,
+        "sw": t.service_window_meter}
+    if t.group_messages is not None:  # (no null in the JSON: the scripts' cjson null is truthy)
+        out["g"] = [t.group_messages[0], t.group_messages[1]]
+    return out
+
+
+def price_table_of(raw: PriceTableJSON) -> PriceTablePolicy:
+    g = raw.get("g")
+    return PriceTablePolicy(
+        tuple(PriceTableVersion(int(start), dict(charging), {c: dict(p) for c, p in prices.items()})
+              for start, charging, prices in raw["v"]),
+        raw.get("ca", ""), raw.get("cf", ""), raw.get("co", ""), raw.get("cu", ""), raw.get("sw", ""),
+        (int(g[0]), str(g[1])) if g else None)
+
+
+def policy_json(p: MeterPolicy) -> PolicyJSON:
+    """A policy as accounts.policies and the scripts hold it."""
+    out: PolicyJSON = {"p": p.overage_price_minor, "c": p.overage_currency, "x": ACTIONS.index(p.exhausted_action),
+                       "al": list(p.alert_pct_left)}
+    if p.features is not None:
+        out["f"] = dict(p.features)
+    if p.denial_reason:
+        out["dr"] = p.denial_reason
+    if p.unique is not None:
+        out["u"] = {"w": p.unique[0], "a": list(p.unique[1])}
+    if p.action_by_feature:
+        out["xf"] = {f: ACTIONS.index(a) for f, a in p.action_by_feature}
+    if p.capacity:
+        out["cap"] = 1
+    if p.slice_s:
+        out["sl"] = p.slice_s
+    if p.price_table is not None:
+        out["pt"] = price_table_json(p.price_table)
+    if p.alert_notify:
+        out["an"] = {str(pct): list(channels) for pct, channels in p.alert_notify}
+    if p.alert_names:
+        out["anm"] = {str(pct): name for pct, name in p.alert_names}
+    return out
+
+
+def policy_of(meter: str, raw: Mapping[str, Any]) -> MeterPolicy:
+    """A stored policy (accounts.policies) as the domain's MeterPolicy."""
+    features = None if raw.get("f") is None else tuple(sorted(raw["f"].items()))
+    unique = None if raw.get("u") is None else (raw["u"]["w"], tuple(raw["u"]["a"]))
+    by_feature = tuple(sorted((f, ACTIONS[int(a)]) for f, a in (raw.get("xf") or {}).items()))
+    return MeterPolicy(
+        meter, int(raw["p"]), raw["c"], ACTIONS[int(raw["x"])], tuple(int(a) for a in raw["al"]), features,
+        raw.get("dr", ""), unique, by_feature, bool(raw.get("cap")), int(raw.get("sl", 0)),
+        price_table_of(raw["pt"]) if raw.get("pt") else None,
+        tuple((int(p), tuple(c)) for p, c in sorted((raw.get("an") or {}).items(), key=lambda kv: int(kv[0]))),
+        tuple(sorted((int(p), str(n)) for p, n in (raw.get("anm") or {}).items())))
+
+
+def policies_of(raw: Mapping[str, Any] | None) -> dict[str, MeterPolicy]:
+    """An account's stored policies (accounts.policies: meter -> policy JSON), by meter."""
+    return {m: policy_of(m, p) for m, p in sorted((raw or {}).items())}
+
+
+def policies_json(policies: Mapping[str, MeterPolicy]) -> dict[str, PolicyJSON]:
+    return {m: policy_json(p) for m, p in policies.items()}
 
 
 # -- script answers -------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ import pytest
 from quota_service.domain import events
 from quota_service.domain.billing import ops
 from quota_service.domain.events import Event, OpenAlert, notice, plan_resolved
+from quota_service.domain.model import MeterPolicy
 
-POLICY = {"p": 0, "c": "", "x": 1, "al": [20, 0], "an": {"20": ["email", "webhook"]}, "anm": {"20": "running_low"}}
+POLICY = MeterPolicy("ai_dialog", exhausted_action="HANDOFF_TO_AGENT", alert_pct_left=(20, 0),
+                     alert_notify=((20, ("email", "webhook")),), alert_names=((20, "running_low"),))
 CYCLE, NOW = 1_000, 5_000
 
 

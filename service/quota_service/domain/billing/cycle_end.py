@@ -255,9 +255,9 @@ class _Planner:
         f, cat = self.f, self.f.catalogue
         policies = {m: p for m, p in dict(f.policies).items() if m not in f.plan.policies}
         for meter in sorted(self.new_plan.policies):
-            policies[meter] = policy_of(self.new_plan, meter, self.new_iv, cat).to_json()
+            policies[meter] = policy_of(self.new_plan, meter, self.new_iv, cat)
         for meter in sorted(self.new_plan.capacity):
-            policies[meter] = capacity_policy(cat, meter).to_json()
+            policies[meter] = capacity_policy(cat, meter)
         self.ops.append(ops.SetPolicies(policies))
         self.ops += plan_capacity(self.account_id, cat, f.plan, self.new_plan, self.b, None, self.base, f.capacity)
 

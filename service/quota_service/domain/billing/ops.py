@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from quota_service.domain.model import MeterPolicy
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -99,7 +101,7 @@ class BumpEpoch:
 class SetPolicies:
     """The account's meter policies as the hot path enforces them, replaced as a whole."""
 
-    policies: Mapping[str, Any]
+    policies: Mapping[str, MeterPolicy]
 
 
 @dataclass(frozen=True)

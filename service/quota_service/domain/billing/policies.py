@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from quota_service.catalogue import Catalogue, Plan
 from quota_service.domain import validation as v
-from quota_service.domain.model import MeterPolicy
+from quota_service.domain.model import MeterPolicy, PriceTablePolicy, PriceTableVersion
 
 TRIAL = "trial"  # the interval of a trial subscription: one period, until it ends or the account subscribes
 DAY_MS = 86_400_000
@@ -43,9 +42,9 @@ def policy_of(plan: Plan, meter: str, interval: str, catalogue: Catalogue | None
         price, currency = spec.overage.price_minor[interval], spec.overage.currency
     table = None
     if spec.overage is not None and spec.overage.price_table and catalogue is not None:
-        # priced per event by the table in force at its time (QC10); the scripts read this JSON
-        table = price_table_json(catalogue, spec.overage.price_table, spec.overage.category,
-                                 spec.overage.category_attribute)
+        # priced per event by the table in force at its time (QC10)
+        table = price_table_policy(catalogue, spec.overage.price_table, spec.overage.category,
+                                   spec.overage.category_attribute)
         currency = spec.overage.currency
     by_feature = tuple(sorted(spec.exhausted_action_by_feature.items()))
     notify: dict[int, set[str]] = defaultdict(set)  # the delivery channels of each threshold (catalogue notify)
@@ -59,26 +58,23 @@ def policy_of(plan: Plan, meter: str, interval: str, catalogue: Catalogue | None
                        alert_names=tuple(sorted(names.items())))
 
 
-def price_table_json(catalogue: Catalogue, name: str, category: str | None,
-                     category_attribute: str | None) -> dict[str, Any]:
-    """A price table as the hot path's scripts read it: every version with its start in ms (00:00 of
-    its date in the table's time zone), the charging rule per category and the prices per country."""
+def price_table_policy(catalogue: Catalogue, name: str, category: str | None,
+                       category_attribute: str | None) -> PriceTablePolicy:
+    """A price table as the hot path prices with it: every version with its start in ms (00:00 of its
+    date in the table's time zone), the charging rule per category and the prices per country."""
     table = catalogue.price_tables[name]
     tz = ZoneInfo(table.time_zone)
-    versions = []
-    for ver in table.versions:
-        start = dt.datetime.combine(ver.effective_from, dt.time(), tzinfo=tz)
-        versions.append([int(start.timestamp() * 1000), dict(ver.charging),
-                         {country: dict(prices) for country, prices in ver.prices_minor.items()}])
+    versions = tuple(PriceTableVersion(
+        int(dt.datetime.combine(ver.effective_from, dt.time(), tzinfo=tz).timestamp() * 1000), dict(ver.charging),
+        {country: dict(prices) for country, prices in ver.prices_minor.items()}) for ver in table.versions)
     countries = {c for ver in table.versions for c in ver.prices_minor}
     window_meters = sorted(m.name for m in catalogue.meters.values()
                            if m.dedup is not None and m.dedup.window == "customer_service_window_24h")
-    out: dict[str, Any] = {"v": versions, "ca": category_attribute or "", "cf": category or "",
-                           "co": next(iter(countries)) if len(countries) == 1 else "", "cu": table.currency,
-                           "sw": window_meters[0] if window_meters else ""}
-    if table.group_messages is not None:  # (no null in the JSON: the scripts' cjson null is truthy)
-        out["g"] = [table.group_messages.max_members, table.group_messages.priced_as]
-    return out
+    groups = table.group_messages
+    return PriceTablePolicy(versions, category_attribute or "", category or "",
+                            next(iter(countries)) if len(countries) == 1 else "", table.currency,
+                            window_meters[0] if window_meters else "",
+                            (groups.max_members, groups.priced_as) if groups is not None else None)
 
 
 def capacity_policy(cat: Catalogue, meter: str) -> MeterPolicy:

@@ -125,9 +125,9 @@ def plan_subscribe(f: SubscribeFacts) -> list[ops.Op]:
     c0 = first_cycle(p, iv, f.starts_ms, f.time_zone)
     policies = dict(f.policies)
     for meter in sorted(p.policies):
-        policies[meter] = policy_of(p, meter, iv, cat).to_json()
+        policies[meter] = policy_of(p, meter, iv, cat)
     for meter in sorted(p.capacity):
-        policies[meter] = capacity_policy(cat, meter).to_json()
+        policies[meter] = capacity_policy(cat, meter)
     packs = dict(f.packs)
     out: list[ops.Op] = [
         ops.NewSubscription(cat.product, f.plan_name, iv, cat.version, cat.content_hash, packs, f.starts_ms,
