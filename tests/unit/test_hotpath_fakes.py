@@ -216,6 +216,25 @@ async def test_h1_a_batch_and_a_unary_call_take_the_same_path() -> None:
     assert [e["op"] for e in rig.committer.entries] == ["consume"] * 5
 
 
+async def test_n2_a_group_whose_caller_went_away_still_reaches_the_ledger() -> None:
+    """A stream cut or a batch past its deadline while its group is in the store: the store has decided
+    (and changed) what it was sent, so the group runs to the end and its mutations reach the ledger;
+    a retry then gets the answer at once instead of waiting for the pending deadline and a rebuild."""
+    rig = Rig(coalesce=False)
+    reqs = [rig.hot.reserve_request(ACCOUNT, METER, 1, f"cut{i}", mode="consume", ttl_ms=0, dedup_key="",
+                                    dedup_window_s=0, attributes=None) for i in range(3)]
+    rig.store.gate = gate = asyncio.Event()
+    caller = asyncio.create_task(rig.hot.reserve_many(list(reqs)))
+    await rig.store.entered.wait()  # the group is in the store
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    gate.set()  # the store answers after the caller has gone
+    again = await rig.hot.reserve(ACCOUNT, METER, 1, "cut1", mode="consume")
+    assert sorted(e["k"] for e in rig.committer.entries) == ["cut0", "cut1", "cut2"]
+    assert again.replayed and rig.store.units[ACCOUNT] == 97
+
+
 # -- replay and mismatch (H4) ---------------------------------------------------------------------
 
 

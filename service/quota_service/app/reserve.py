@@ -136,6 +136,12 @@ def _replay_check(key: str, request_hash: str, first_hash: str | None) -> None:
         raise idempotency_mismatch(key, request_hash, first_hash)
 
 
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """A background task's error is its awaiting caller's (when it is still there); never reported twice."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _twin(req: ReserveRequest, first: ReserveRequest, result: Decision | BaseException) -> Decision | BaseException:
     """The answer of a request that repeats the key of one decided in the same group."""
     try:
@@ -169,7 +175,7 @@ class HotPath:
         self._coalesce: asyncio.Queue[tuple[ReserveRequest, asyncio.Future[Decision | BaseException]]] | None = (
             asyncio.Queue() if settings.coalesce else None)
         self._coalescer: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
 
     # -- reservations -----------------------------------------------------------------------------
 
@@ -288,6 +294,16 @@ class HotPath:
         held: the items are unary calls that hold their key's slot of calls under way (see _once);
         otherwise an item whose key a call of this process is deciding waits for that call's answer.
         """
+        # Run to the end even when the caller goes away (a stream cut, a batch's deadline): once Redis has
+        # decided, the ledger must get the mutations, or a retry waits for the pending deadline and a rebuild.
+        task = asyncio.ensure_future(self._reserve_many(requests, held))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_retrieved)
+        return await asyncio.shield(task)
+
+    async def _reserve_many(self, requests: list[ReserveRequest | BaseException],
+                            held: bool) -> list[Decision | BaseException]:
         out: list[Decision | BaseException] = [r if isinstance(r, BaseException) else AssertionError() for r in requests]
         by_mode: dict[str, list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
