@@ -30,14 +30,12 @@ class AccessLogger(Logger):
 
     async def access(self, request: WWWScope, response: ResponseSummary | None, request_time: float) -> None:
         client = request.get("client")
-        access_log.info("%s %s %s", request.get("method", "GET"), request["path"],
-                        response["status"] if response is not None else "-", extra={
-                            "method": request.get("method", "GET"), "path": request["path"],
-                            "status": response["status"] if response is not None else 0,
-                            "duration_ms": round(request_time * 1000, 3),
-                            "protocol": f"HTTP/{request.get('http_version', '1.1')}",
-                            "remote": f"{client[0]}:{client[1]}" if client and len(client) == 2 else "",
-                        })
+        method = request.get("method", "GET")
+        status = response["status"] if response is not None else 0
+        access_log.info("%s %s %s", method, request["path"], status, extra={
+            "method": method, "path": request["path"], "status": status,
+            "duration_ms": round(request_time * 1000, 3), "protocol": f"HTTP/{request.get('http_version', '1.1')}",
+            "remote": f"{client[0]}:{client[1]}" if client and len(client) == 2 else ""})
 
 
 class HttpServer:

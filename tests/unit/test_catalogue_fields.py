@@ -126,7 +126,7 @@ def test_alert_notify_is_carried_on_the_meter_policy() -> None:
     policy = policy_of(cat.plans["starter"], "ai_dialog", "calendar_month", cat)
     channels = {a.pct_left: a.notify for a in cat.plans["starter"].policies["ai_dialog"].alerts}
     assert dict(policy.alert_notify) == {pct: tuple(sorted(ch)) for pct, ch in channels.items() if ch}
-    assert policy.alert_notify and wire.policy_of("ai_dialog", wire.policy_json(policy)) == policy
+    assert policy.alert_notify and wire.policy_from_json("ai_dialog", wire.policy_json(policy)) == policy
     silent = parse_catalogue(CHATBOT.replace("            when: exhausted\n            notify: [banner]\n",
                                              "            when: exhausted\n"), "edited.yaml")
     quiet = policy_of(silent.plans["starter"], "ai_dialog", "calendar_month", silent)

@@ -57,7 +57,7 @@ def test_r1_grant_and_balance_carry_every_field_and_the_cycle() -> None:
     assert (g.grant_id, g.bucket, g.source, g.priority, g.granted, g.used, g.held, g.remaining, g.overdraft_limit,
             g.starts_at_ms, g.expires_at_ms, g.label) == ("g-1", "ai_dialog", "plan", 10, 100, 30, 5, 65, 20, 1_000,
                                                           9_000, "Plan allowance")
-    assert t.balance_at_pb(BalanceAt(view, 1_000, 5_000), time_zone="Asia/Jakarta") == msg
+    assert t.balance_at_pb(BalanceAt(view, 1_000, 5_000, "Asia/Jakarta")) == msg
     assert t.balance_at_pb(BalanceAt(view)).cycle_start_ms == 0, "no cycle in force: zeros"
 
 

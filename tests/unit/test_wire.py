@@ -180,8 +180,8 @@ def test_meter_policy_json_round_trip() -> None:
     p = MeterPolicy("ai_dialog", 1500, "IDR", "DISABLE_WIDGET", (40, 10, 0))
     raw = json.loads(json.dumps(wire.policy_json(p)))
     assert raw == {"p": 1500, "c": "IDR", "x": 2, "al": [40, 10, 0]}
-    assert wire.policy_of("ai_dialog", raw) == p
-    assert wire.policy_of("m", wire.policy_json(MeterPolicy("m"))) == MeterPolicy("m")
+    assert wire.policy_from_json("ai_dialog", raw) == p
+    assert wire.policy_from_json("m", wire.policy_json(MeterPolicy("m"))) == MeterPolicy("m")
 
 
 def test_qc10_every_shipped_policy_survives_its_json_price_tables_included() -> None:
@@ -198,7 +198,7 @@ def test_qc10_every_shipped_policy_survives_its_json_price_tables_included() -> 
     assert any(p.price_table is not None for p in policies)
     for p in policies:
         raw = json.loads(json.dumps(wire.policy_json(p)))
-        back = wire.policy_of(p.meter, raw)
+        back = wire.policy_from_json(p.meter, raw)
         assert back == p and back.price_table == p.price_table, p.meter
     priced = next(p for p in policies if p.price_table is not None)
     assert priced.price_table is not None

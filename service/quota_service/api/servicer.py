@@ -121,12 +121,11 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
     async def GetBalance(self, request: pb.GetBalanceRequest, context: aio.ServicerContext) -> pb.Balance:
         await self._scope(request.account_id)
         if request.as_of_ms:
-            at = await self._accounts().balance_as_of(request.account_id, request.meter, request.as_of_ms)
-            ctx = await self._balance_context(request.account_id)
-            return t.balance_at_pb(at, await self._alert_thresholds(request.account_id), ctx.time_zone)
+            return t.balance_at_pb(await self._accounts().balance_as_of(request.account_id, request.meter,
+                                                                        request.as_of_ms))
         b = await self.hot.balance(request.account_id, request.meter)
         # the policies' thresholds come with the grants from Redis; time zone and cycle from Postgres
-        return t.balance_pb(b, await self._balance_context(request.account_id), b.alert_thresholds)
+        return t.balance_pb(b, await self._balance_context(request.account_id))
 
     async def _balance_context(self, account_id: str) -> BalanceContext:
         """The time zone and cycle are Postgres's to say; without an answer the balance (from Redis) still stands."""
@@ -134,14 +133,6 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):
             with contextlib.suppress(StorageError):
                 return await self.subscriptions.balance_context(account_id)
         return BalanceContext()
-
-    async def _alert_thresholds(self, account_id: str) -> dict[str, tuple[int, ...]] | None:
-        """The meters' alert thresholds, for their banners (Postgres's to say; None: no banners)."""
-        if self.alerts is None:
-            return None
-        with contextlib.suppress(StorageError):
-            return await self.alerts.thresholds(account_id)
-        return None
 
     async def TopUp(self, request: pb.TopUpRequest, context: aio.ServicerContext) -> pb.TopUpResponse:
         await self._scope(request.account_id)

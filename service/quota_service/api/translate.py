@@ -112,19 +112,17 @@ def meters_pb(meters: Iterable[model.BucketTotals],
     return out
 
 
-def balance_pb(b: model.BalanceView, ctx: BalanceContext | None = None,
-               thresholds: Mapping[str, Sequence[int]] | None = None) -> pb.Balance:
+def balance_pb(b: model.BalanceView, ctx: BalanceContext | None = None) -> pb.Balance:
     """A balance (live, or as of a past time) with the account's time zone and the billing cycle in
-    force (0, 0: none, or unknown); with the meters' alert thresholds, their banners."""
+    force (0, 0: none, or unknown); each meter with its banner (from its alert thresholds)."""
     ctx = ctx or BalanceContext()
-    return pb.Balance(account_id=b.account_id, status=status_pb(b.status), meters=meters_pb(b.meters, thresholds),
+    return pb.Balance(account_id=b.account_id, status=status_pb(b.status), meters=meters_pb(b.meters, b.alert_thresholds),
                       grants=[grant_pb(g) for g in b.grants], as_of_ms=b.as_of_ms,
                       cycle_start_ms=ctx.cycle_start_ms, cycle_end_ms=ctx.cycle_end_ms, time_zone=ctx.time_zone)
 
 
-def balance_at_pb(b: BalanceAt, thresholds: Mapping[str, Sequence[int]] | None = None,
-                  time_zone: str = "") -> pb.Balance:
-    return balance_pb(b.balance, BalanceContext(time_zone, b.cycle_start_ms, b.cycle_end_ms), thresholds)
+def balance_at_pb(b: BalanceAt) -> pb.Balance:
+    return balance_pb(b.balance, BalanceContext(b.time_zone, b.cycle_start_ms, b.cycle_end_ms))
 
 
 def grant_spec(request: pb.TopUpRequest) -> model.GrantSpec:

@@ -40,7 +40,7 @@ LANGUAGES = ("en", "id")  # of an account's email notices
 
 
 def _account_info(row: asyncpg.Record, replayed: bool = False) -> AccountInfo:
-    policies = tuple(wire.policies_of(row["policies"]).values())
+    policies = tuple(wire.policies_from_json(row["policies"]).values())
     return AccountInfo(row["account_id"], row["org_id"], row["time_zone"], row["status"], policies, replayed,
                        row["owner_id"], tuple(row["billing_emails"]), row["language"])
 

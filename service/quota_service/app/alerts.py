@@ -87,7 +87,7 @@ async def resolve_alerts(conn: asyncpg.Connection, account_id: str, now_ms: int)
     totals = {r["bucket"]: (int(r["granted"]), int(r["remaining"]))
               for r in await conn.fetch(Q["meter_totals"], account_id, meters, now_ms)}
     open_alerts = [OpenAlert(r["meter"], r["threshold_pct_left"], r["cycle_start_ms"]) for r in rows]
-    await billing.apply(conn, account_id, plan_resolved(open_alerts, totals, wire.policies_of(state["policies"]),
+    await billing.apply(conn, account_id, plan_resolved(open_alerts, totals, wire.policies_from_json(state["policies"]),
                                                         state["cycle_start_ms"], now_ms))
 
 
@@ -230,11 +230,6 @@ class AlertFeed:
                             self._drop(stream)
             if len(events) < PAGE:
                 return
-
-    async def thresholds(self, account_id: str) -> dict[str, tuple[int, ...]]:
-        """Each meter's alert thresholds (percent left, from the account's policies), for its banners."""
-        rows = await self.ledger.run(lambda c: c.fetch(Q["account_alert_thresholds"], account_id))
-        return {r["meter"]: tuple(int(t) for t in (r["al"] or ())) for r in rows}
 
     async def close(self) -> None:
         for followers in self._streams.values():

@@ -171,5 +171,5 @@ async def cycle_end_facts(conn: asyncpg.Connection, sub: Subscription, acct: Map
     capacity: dict[str, GrantRow | None] = {}
     if nxt is not None:
         capacity = await capacity_grants(conn, sub.account_id, capacity_meters(plan, nxt.plan))
-    return CycleEndFacts(sub, acct["time_zone"], wire.policies_of(acct["policies"]), grants, cat, plan, iv, at_ms, nxt,
+    return CycleEndFacts(sub, acct["time_zone"], wire.policies_from_json(acct["policies"]), grants, cat, plan, iv, at_ms, nxt,
                          capacity, early)

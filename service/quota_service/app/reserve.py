@@ -20,7 +20,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
@@ -239,7 +239,8 @@ class HotPath:
             while not self._coalesce.empty() and len(group) < GROUP_MAX:
                 group.append(self._coalesce.get_nowait())
             try:
-                results = await self.reserve_many([r for r, _ in group], held=True)
+                # this task is the group's own (no caller's cancellation reaches it): no shield needed
+                results = await self._reserve_many([r for r, _ in group], True)
             except Exception as exc:  # every waiter gets the group's failure
                 results = [exc] * len(group)
             for (_, fut), res in zip(group, results, strict=True):
@@ -296,9 +297,7 @@ class HotPath:
         """
         # Run to the end even when the caller goes away (a stream cut, a batch's deadline): once Redis has
         # decided, the ledger must get the mutations, or a retry waits for the pending deadline and a rebuild.
-        task = asyncio.ensure_future(self._reserve_many(requests, held))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task = self._in_background(self._reserve_many(requests, held))
         task.add_done_callback(_retrieved)
         return await asyncio.shield(task)
 
@@ -615,15 +614,18 @@ class HotPath:
             except StorageError as exc:  # made by the account's next top-up, adjustment or cycle
                 log.warning("could not resolve lifted alerts: %s", exc, extra={"account_id": account_id})
 
-        task = asyncio.create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._in_background(run())
 
     def _drop_later(self, accounts: list[str]) -> None:
         """Drop accounts' state in the background: the caller's UNAVAILABLE does not wait for it."""
-        task = asyncio.create_task(self._drop(accounts))
+        self._in_background(self._drop(accounts))
+
+    def _in_background(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """A task that runs to its end whoever awaits it; held here until then."""
+        task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def confirm(self, entries: list[dict[str, Any]]) -> None:
         """After commit: mark the entries' Redis mutations durable, one script call per account."""

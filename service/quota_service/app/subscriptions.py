@@ -178,7 +178,7 @@ class Subscriptions:
                                          "(ChangePlan changes it)")
             capacity = await capacity_grants(conn, account_id, capacity_meters(None, p))
             facts = SubscribeFacts(account_id, cat, plan, p, iv, starts_at_ms or now, now, acct["time_zone"],
-                                   wire.policies_of(acct["policies"]), idempotency_key, bought, capacity)
+                                   wire.policies_from_json(acct["policies"]), idempotency_key, bought, capacity)
             await billing.apply(conn, account_id, plan_subscribe(facts))
             return "subscribed"
 

@@ -114,7 +114,7 @@ class PostgresAccountFacts:
         row = await self._run(lambda c: c.fetchrow(Q["email_account_facts"], account_id, meter))
         if row is None:
             return AccountFacts()
-        policy = wire.policy_of(meter, row["policy"]) if row["policy"] else MeterPolicy(meter)
+        policy = wire.policy_from_json(meter, row["policy"]) if row["policy"] else MeterPolicy(meter)
         return AccountFacts(language=row["language"], time_zone=row["time_zone"],
                             action_by_feature=dict(policy.action_by_feature),
                             overage=policy.overage_price_minor > 0 or policy.price_table is not None)

@@ -162,18 +162,20 @@ class AccountReports:
                                       now_ms=now)
             cycle = await conn.fetchrow(Q["report_cycle_at"], account_id, as_of_ms)
             policies = await conn.fetchrow(Q["report_policy_meters"], account_id)
-            return status, infos, states, cycle, policies
+            alerts = await conn.fetch(Q["account_alert_thresholds"], account_id)
+            return acct, status, infos, states, cycle, policies, alerts
 
-        status, infos, states, cycle, policies = await self._read(read)
+        acct, status, infos, states, cycle, policies, alerts = await self._read(read)
         # the account's meters and wallets as the live balance listed them (balance.lua): every bucket
         # with a grant made by then, live or ended, and every meter with a policy then, zeros included
         known = {g.bucket for g in infos.values() if g.created_ms <= as_of_ms} | self._policy_meters_at(policies, cycle)
         known = {b for b in known if not meter or b == meter}
         grants = _grants_at(infos, states, as_of_ms, meter)
-        view = BalanceView(account_id, status, grants, as_of_ms, bucket_totals(grants, as_of_ms, known))
+        view = BalanceView(account_id, status, grants, as_of_ms, bucket_totals(grants, as_of_ms, known),
+                           {r["meter"]: tuple(int(t) for t in (r["al"] or ())) for r in alerts})
         if cycle is None:
-            return BalanceAt(view)
-        return BalanceAt(view, cycle["cycle_start_ms"], cycle["cycle_end_ms"])
+            return BalanceAt(view, time_zone=acct["time_zone"])
+        return BalanceAt(view, cycle["cycle_start_ms"], cycle["cycle_end_ms"], acct["time_zone"])
 
     # -- R4 ---------------------------------------------------------------------------------------
 
@@ -363,4 +365,4 @@ def _overview(a: asyncpg.Record, grants: list[GrantState], known: Iterable[str],
         product=a["product"], plan=a["plan"], interval=a["interval"], cycle_end_ms=a["cycle_end_ms"],
         meters=tuple(bucket_totals(grants, now_ms, known)), next_expiry_ms=min(expiries, default=0),
         pending_change=plan_change(a["pending"], a["cycle_end_ms"]),
-        alert_thresholds={m: p.alert_pct_left for m, p in wire.policies_of(a["policies"]).items()})
+        alert_thresholds={m: p.alert_pct_left for m, p in wire.policies_from_json(a["policies"]).items()})

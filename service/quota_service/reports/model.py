@@ -199,3 +199,4 @@ class BalanceAt:
     balance: BalanceView
     cycle_start_ms: int = 0
     cycle_end_ms: int = 0
+    time_zone: str = ""  # the account's, for showing times

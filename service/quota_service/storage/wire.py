@@ -171,7 +171,7 @@ def policy_json(p: MeterPolicy) -> PolicyJSON:
     return out
 
 
-def policy_of(meter: str, raw: Mapping[str, Any]) -> MeterPolicy:
+def policy_from_json(meter: str, raw: Mapping[str, Any]) -> MeterPolicy:
     """A stored policy (accounts.policies) as the domain's MeterPolicy."""
     features = None if raw.get("f") is None else tuple(sorted(raw["f"].items()))
     unique = None if raw.get("u") is None else (raw["u"]["w"], tuple(raw["u"]["a"]))
@@ -184,9 +184,9 @@ def policy_of(meter: str, raw: Mapping[str, Any]) -> MeterPolicy:
         tuple(sorted((int(p), str(n)) for p, n in (raw.get("anm") or {}).items())))
 
 
-def policies_of(raw: Mapping[str, Any] | None) -> dict[str, MeterPolicy]:
+def policies_from_json(raw: Mapping[str, Any] | None) -> dict[str, MeterPolicy]:
     """An account's stored policies (accounts.policies: meter -> policy JSON), by meter."""
-    return {m: policy_of(m, p) for m, p in sorted((raw or {}).items())}
+    return {m: policy_from_json(m, p) for m, p in sorted((raw or {}).items())}
 
 
 def policies_json(policies: Mapping[str, MeterPolicy]) -> dict[str, PolicyJSON]:
